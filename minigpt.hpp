@@ -1,0 +1,1324 @@
+// ---- manual.hpp ----
+/* minigpt.hpp - run GPT-style language models (GGUF files) on the CPU.
+   One C++17 header, no dependency beyond the standard library and the OS.
+
+QUICK START
+    // In exactly one .cpp file:
+    #define MINIGPT_IMPLEMENTATION
+
+    std::shared_ptr<minigpt::Model> model;
+    minigpt::Status st = minigpt::Model::load("model.gguf", {}, model);
+    if (!st) { fprintf(stderr, "%s\n", st.to_string().c_str()); return 1; }
+    std::unique_ptr<minigpt::Context> ctx;
+    minigpt::Context::create(model, {}, ctx);
+    std::vector<int32_t> prompt;
+    model->tokenize("Once upon a time", prompt);
+    minigpt::Sampler sampler({});
+    minigpt::generate(*ctx, sampler, prompt, {}, [](std::string_view s) {
+        fwrite(s.data(), 1, s.size(), stdout); return true; });
+
+CONFIGURATION (define before including)
+    MINIGPT_IMPLEMENTATION   compile the implementation (one translation unit only)
+    MINIGPT_NO_SIMD          scalar kernels only
+    MINIGPT_NO_AVX512        do not use AVX-512 even when the compiler targets it
+    MINIGPT_NO_THREADS       no thread pool: everything runs on the calling thread
+    MINIGPT_ASSERT(x)        internal invariant checks (default: assert)
+    MINIGPT_MALLOC(n)/MINIGPT_FREE(p)
+                             allocator for the large buffers (KV cache, scratch);
+                             define both or neither
+    SIMD kernels are chosen from the compiler's target flags (-mavx2 -mfma -mf16c,
+    -mavx512f ..., -march=native; NEON on aarch64).
+
+THREAD SAFETY
+    A Model is immutable after load: share it between any number of Contexts and
+    threads. A Context is used by one thread at a time. A Sampler is not shared.
+    set_hooks() is called once, before any other call.
+
+ERRORS
+    Every fallible call returns a Status (code + message). Nothing throws, exits
+    or aborts on bad input: GGUF files are untrusted and every offset, count and
+    size in them is checked. Builds with -fno-exceptions -fno-rtti.
+
+VERSION
+    MINIGPT_VERSION_MAJOR / _MINOR / _PATCH, MINIGPT_VERSION_STRING.
+    The license (MIT) is at the end of this file.
+*/
+
+#ifndef MINIGPT_HPP_INCLUDED
+#define MINIGPT_HPP_INCLUDED
+
+// ---- config.hpp ----
+// config: version, platform and SIMD selection, configuration macros.
+
+#define MINIGPT_VERSION_MAJOR 0
+#define MINIGPT_VERSION_MINOR 1
+#define MINIGPT_VERSION_PATCH 0
+#define MINIGPT_VERSION_STRING "0.1.0"
+
+#include <cstddef>
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#if __cplusplus < 201703L && !(defined(_MSVC_LANG) && _MSVC_LANG >= 201703L)
+#error "minigpt.hpp needs C++17"
+#endif
+
+// The public names live in a versioned inline namespace so that two copies of
+// different versions can be linked into one program without colliding.
+#define MINIGPT_NS_BEGIN namespace minigpt { inline namespace v0 {
+#define MINIGPT_NS_END } }
+
+// SIMD selection happens at compile time from the compiler's target flags.
+#if !defined(MINIGPT_NO_SIMD)
+#  if defined(__AVX512F__) && defined(__AVX512BW__) && defined(__AVX512VL__) && \
+      defined(__AVX512DQ__) && defined(__FMA__) && defined(__F16C__) && !defined(MINIGPT_NO_AVX512)
+#    define MINIGPT_AVX512 1
+#  endif
+#  if defined(__AVX2__) && defined(__FMA__) && defined(__F16C__)
+#    define MINIGPT_AVX2 1
+#  endif
+#  if defined(__ARM_NEON) || defined(__ARM_NEON__)
+#    define MINIGPT_NEON 1
+#  endif
+#endif
+
+#if defined(MINIGPT_NO_THREADS)
+#  define MINIGPT_THREADS 0
+#else
+#  define MINIGPT_THREADS 1
+#endif
+
+#if defined(MINIGPT_MALLOC) != defined(MINIGPT_FREE)
+#error "define MINIGPT_MALLOC and MINIGPT_FREE together, or neither"
+#endif
+
+#if !defined(MINIGPT_ASSERT)
+#  include <cassert>
+#  define MINIGPT_ASSERT(x) assert(x)
+#endif
+
+#if defined(_WIN32)
+#  define MINIGPT_WINDOWS 1
+#endif
+
+// ---- api.hpp ----
+// api: every public declaration. This part is the manual of the library.
+
+MINIGPT_NS_BEGIN
+
+// ---------------------------------------------------------------------------
+// Status: every fallible call returns one. No exception ever leaves the API.
+// ---------------------------------------------------------------------------
+enum class StatusCode {
+    ok = 0,
+    invalid_argument,  // a caller-supplied value is out of range
+    io_error,          // the file could not be opened, mapped or read
+    bad_format,        // the GGUF file (or other input) is malformed
+    unsupported,       // well-formed but not supported (architecture, tensor type...)
+    out_of_memory,     // an allocation failed or a memory limit would be exceeded
+    context_full,      // the tokens do not fit in the context window
+    aborted,           // the abort callback asked to stop
+    internal,          // a bug: please report it
+};
+
+const char* status_code_name(StatusCode code);
+
+class Status {
+public:
+    Status() = default;
+    Status(StatusCode code, std::string message) : code_(code), message_(std::move(message)) {}
+    static Status ok_status() { return Status(); }
+
+    bool ok() const { return code_ == StatusCode::ok; }
+    explicit operator bool() const { return ok(); }
+    StatusCode code() const { return code_; }
+    const std::string& message() const { return message_; }
+    // "bad_format: tensor 'blk.0.attn_q.weight': data extends past the end of the file"
+    std::string to_string() const;
+
+private:
+    StatusCode code_ = StatusCode::ok;
+    std::string message_;
+};
+
+// ---------------------------------------------------------------------------
+// Host hooks. All optional; the defaults use the C runtime and stay silent.
+// ---------------------------------------------------------------------------
+enum class LogLevel { debug = 0, info, warn, error };
+using LogFn = void (*)(void* user, LogLevel level, const char* message);
+
+// Replaces the pool of threads: run fn(user_arg, i) for every i in [0, n)
+// and return when all calls have finished. Calls may run concurrently.
+using ParallelForFn = void (*)(void* host_user, int n, void (*fn)(void* arg, int i), void* arg);
+
+struct Hooks {
+    LogFn log = nullptr;           // nullptr: silent
+    void* log_user = nullptr;
+    LogLevel log_level = LogLevel::info;
+};
+// Sets the process-wide hooks. Call before creating models; not thread-safe.
+void set_hooks(const Hooks& hooks);
+
+// ---------------------------------------------------------------------------
+// Model: immutable weights + vocabulary + metadata, shared by any number of
+// Contexts on any number of threads.
+// ---------------------------------------------------------------------------
+struct ModelParams {
+    bool use_mmap = true;      // map the file; false reads it into memory
+    bool vocab_only = false;   // load the tokenizer only (tensors are not required)
+};
+
+struct ModelInfo {
+    std::string architecture;   // general.architecture, e.g. "llama"
+    std::string name;           // general.name, if present
+    int n_vocab = 0;
+    int n_ctx_train = 0;        // the context length the model was trained with
+    int n_embd = 0;
+    int n_layer = 0;
+    int n_head = 0;
+    int n_head_kv = 0;
+    int head_dim = 0;
+    int n_ff = 0;
+    float rope_freq_base = 10000.0f;
+    float norm_eps = 1e-5f;
+    uint64_t n_params = 0;       // number of weights
+    uint64_t weight_bytes = 0;   // bytes of tensor data
+    std::string type_summary;    // e.g. "Q8_0: 22 tensors, F32: 11 tensors"
+};
+
+class Model {
+public:
+    // Loads a GGUF file. On failure `out` is left empty and the Status says why.
+    static Status load(const std::string& path, const ModelParams& params, std::shared_ptr<Model>& out);
+    // Loads from a caller-owned buffer that must stay valid and unchanged while the model lives.
+    static Status load_from_memory(const void* data, size_t size, const ModelParams& params,
+                                   std::shared_ptr<Model>& out);
+
+    ~Model();
+    Model(const Model&) = delete;
+    Model& operator=(const Model&) = delete;
+
+    const ModelInfo& info() const;
+
+    // Text -> token ids. add_bos follows the model's tokenizer.ggml.add_bos_token when
+    // `add_special` is true. With parse_special, control tokens written in the text
+    // (e.g. "<s>") become their ids; otherwise they are ordinary text.
+    Status tokenize(std::string_view text, std::vector<int32_t>& out, bool add_special = true,
+                    bool parse_special = false) const;
+    // The bytes of one token (control tokens give "" unless render_special).
+    std::string token_to_piece(int32_t token, bool render_special = false) const;
+    // Token ids -> text. Byte tokens are joined, so split UTF-8 characters are rebuilt.
+    std::string detokenize(const std::vector<int32_t>& tokens, bool render_special = false) const;
+
+    int32_t token_bos() const;
+    int32_t token_eos() const;
+    bool is_eog(int32_t token) const;  // end of generation (EOS, EOT...)
+    int n_vocab() const;
+
+    struct Impl;
+    const Impl& impl() const { return *impl_; }
+
+private:
+    Model();
+    std::unique_ptr<Impl> impl_;
+};
+
+// ---------------------------------------------------------------------------
+// Context: KV cache + scratch + threads. One per conversation / NPC. A Context
+// is used by one thread at a time; different Contexts may run concurrently.
+// ---------------------------------------------------------------------------
+struct ContextParams {
+    int n_ctx = 0;        // context window in tokens; 0 = the model's training context
+    int n_batch = 512;    // prompt tokens evaluated per forward pass
+    int n_threads = 0;    // 0 = number of hardware threads
+    // Optional host job system (see ParallelForFn). nullptr uses the built-in pool.
+    ParallelForFn parallel_for = nullptr;
+    void* parallel_for_user = nullptr;
+    // Checked between layers and between batches; returning true aborts with StatusCode::aborted.
+    bool (*abort_callback)(void* user) = nullptr;
+    void* abort_user = nullptr;
+};
+
+class Context {
+public:
+    static Status create(std::shared_ptr<const Model> model, const ContextParams& params,
+                         std::unique_ptr<Context>& out);
+    ~Context();
+    Context(const Context&) = delete;
+    Context& operator=(const Context&) = delete;
+
+    // Appends tokens to the sequence and evaluates them (in batches of n_batch).
+    // Afterwards logits() holds the prediction after the last token. When
+    // `all_logits` is non-null it receives n * n_vocab floats, one row per token.
+    Status eval(const int32_t* tokens, size_t n, std::vector<float>* all_logits = nullptr);
+    Status eval(const std::vector<int32_t>& tokens, std::vector<float>* all_logits = nullptr) {
+        return eval(tokens.data(), tokens.size(), all_logits);
+    }
+    // Last row of logits (n_vocab floats); valid after a successful eval.
+    const float* logits() const;
+
+    int n_past() const;       // tokens in the KV cache
+    int n_ctx() const;
+    int n_threads() const;
+    void reset();             // forget every token
+    Status truncate(int n);   // keep the first n tokens of the cache
+
+    const Model& model() const;
+    const std::vector<int32_t>& tokens() const;  // the tokens in the KV cache
+    size_t kv_cache_bytes() const;
+    size_t scratch_bytes() const;
+
+    struct Impl;
+
+private:
+    Context();
+    std::unique_ptr<Impl> impl_;
+};
+
+// ---------------------------------------------------------------------------
+// Sampler: turns logits into a token. Same params + seed = same tokens, at any
+// thread count.
+// ---------------------------------------------------------------------------
+struct SamplerParams {
+    float temperature = 0.8f;     // <= 0: greedy (argmax)
+    int top_k = 40;               // <= 0: off
+    float top_p = 0.95f;          // >= 1: off
+    float min_p = 0.05f;          // <= 0: off
+    float repeat_penalty = 1.0f;  // 1: off
+    int repeat_last_n = 64;       // how many recent tokens the penalty looks at
+    uint64_t seed = 0xC0FFEEu;
+};
+
+class Sampler {
+public:
+    explicit Sampler(const SamplerParams& params = SamplerParams());
+    // Picks a token from n_vocab logits (not modified).
+    int32_t sample(const float* logits, int n_vocab);
+    // Records a token in the history the repetition penalty looks at
+    // (sample() does not; generate() calls it for prompt and output).
+    void accept(int32_t token);
+    void reset();  // clears the history and reseeds
+    const SamplerParams& params() const { return params_; }
+
+    // The candidates that survive the filters, for inspection and tests:
+    // after apply_filters, `ids`/`probs` hold the kept tokens and their
+    // normalized probabilities, most likely first.
+    void apply_filters(const float* logits, int n_vocab, std::vector<int32_t>& ids,
+                       std::vector<float>& probs) const;
+
+private:
+    SamplerParams params_;
+    uint64_t rng_state_ = 0;
+    std::vector<int32_t> history_;
+    std::vector<std::pair<float, int32_t>> scratch_;
+    double next_uniform();
+};
+
+// ---------------------------------------------------------------------------
+// Generation loop.
+// ---------------------------------------------------------------------------
+struct GenerateParams {
+    int n_predict = 128;   // tokens to generate; < 0 = until end of generation or full context
+    bool stop_at_eog = true;
+};
+
+struct GenerateStats {
+    int n_prompt = 0;          // prompt tokens evaluated
+    int n_generated = 0;       // tokens generated
+    double prompt_seconds = 0;
+    double generate_seconds = 0;
+    bool hit_eog = false;
+    double prompt_tps() const { return prompt_seconds > 0 ? n_prompt / prompt_seconds : 0; }
+    double generate_tps() const { return generate_seconds > 0 ? n_generated / generate_seconds : 0; }
+};
+
+// Receives text as it is produced, always whole UTF-8 characters. Return false to stop.
+using TextCallback = std::function<bool(std::string_view text)>;
+
+// Evaluates `prompt` after what the context already holds, then samples up to
+// n_predict tokens, streaming their text to on_text.
+Status generate(Context& ctx, Sampler& sampler, const std::vector<int32_t>& prompt,
+                const GenerateParams& params, const TextCallback& on_text,
+                GenerateStats* stats = nullptr);
+
+// ---------------------------------------------------------------------------
+// Small utilities.
+// ---------------------------------------------------------------------------
+// Length of the longest prefix of s[0..n) that ends on a whole UTF-8 character.
+size_t utf8_complete_prefix(const char* s, size_t n);
+bool utf8_valid(std::string_view s);
+
+MINIGPT_NS_END
+
+#endif // MINIGPT_HPP_INCLUDED
+
+#if defined(MINIGPT_IMPLEMENTATION) && !defined(MINIGPT_IMPLEMENTATION_INCLUDED)
+#define MINIGPT_IMPLEMENTATION_INCLUDED
+
+// ---- base.hpp ----
+// base: Status, host hooks (logger, allocator), aligned buffers, UTF-8, timing.
+
+#include <algorithm>
+#include <atomic>
+#include <chrono>
+#include <cerrno>
+#include <cmath>
+#include <cstdarg>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <limits>
+#include <new>
+#include <unordered_map>
+#include <utility>
+
+MINIGPT_NS_BEGIN
+
+const char* status_code_name(StatusCode code) {
+    switch (code) {
+        case StatusCode::ok: return "ok";
+        case StatusCode::invalid_argument: return "invalid_argument";
+        case StatusCode::io_error: return "io_error";
+        case StatusCode::bad_format: return "bad_format";
+        case StatusCode::unsupported: return "unsupported";
+        case StatusCode::out_of_memory: return "out_of_memory";
+        case StatusCode::context_full: return "context_full";
+        case StatusCode::aborted: return "aborted";
+        case StatusCode::internal: return "internal";
+    }
+    return "unknown";
+}
+
+std::string Status::to_string() const {
+    if (ok()) return "ok";
+    std::string s = status_code_name(code_);
+    if (!message_.empty()) {
+        s += ": ";
+        s += message_;
+    }
+    return s;
+}
+
+namespace detail {
+
+inline Hooks& hooks() {
+    static Hooks h;
+    return h;
+}
+
+#if defined(__GNUC__) || defined(__clang__)
+__attribute__((format(printf, 2, 3)))
+#endif
+inline void log_msg(LogLevel level, const char* fmt, ...) {
+    const Hooks& h = hooks();
+    if (!h.log || level < h.log_level) return;
+    char buf[1024];
+    va_list ap;
+    va_start(ap, fmt);
+    std::vsnprintf(buf, sizeof buf, fmt, ap);
+    va_end(ap);
+    h.log(h.log_user, level, buf);
+}
+
+#if defined(__GNUC__) || defined(__clang__)
+__attribute__((format(printf, 2, 3)))
+#endif
+inline Status error(StatusCode code, const char* fmt, ...) {
+    char buf[512];
+    va_list ap;
+    va_start(ap, fmt);
+    std::vsnprintf(buf, sizeof buf, fmt, ap);
+    va_end(ap);
+    return Status(code, buf);
+}
+
+// Large buffers (KV cache, scratch) go through MINIGPT_MALLOC when it is defined.
+inline void* raw_alloc(size_t n) {
+#if defined(MINIGPT_MALLOC)
+    return MINIGPT_MALLOC(n);
+#else
+    return std::malloc(n);
+#endif
+}
+inline void raw_free(void* p) {
+#if defined(MINIGPT_FREE)
+    MINIGPT_FREE(p);
+#else
+    std::free(p);
+#endif
+}
+
+// A 64-byte aligned, uninitialised array of T that owns its memory.
+template <typename T>
+class Buffer {
+public:
+    Buffer() = default;
+    Buffer(const Buffer&) = delete;
+    Buffer& operator=(const Buffer&) = delete;
+    Buffer(Buffer&& o) noexcept { swap(o); }
+    Buffer& operator=(Buffer&& o) noexcept { swap(o); return *this; }
+    ~Buffer() { release(); }
+
+    // Returns false (and holds nothing) when the allocation fails or overflows.
+    bool allocate(size_t n) {
+        release();
+        if (n == 0) return true;
+        if (n > (std::numeric_limits<size_t>::max() - 64) / sizeof(T)) return false;
+        raw_ = raw_alloc(n * sizeof(T) + 64);
+        if (!raw_) return false;
+        uintptr_t a = (reinterpret_cast<uintptr_t>(raw_) + 63) & ~uintptr_t(63);
+        data_ = reinterpret_cast<T*>(a);
+        size_ = n;
+        return true;
+    }
+    void release() {
+        if (raw_) raw_free(raw_);
+        raw_ = nullptr;
+        data_ = nullptr;
+        size_ = 0;
+    }
+    T* data() { return data_; }
+    const T* data() const { return data_; }
+    size_t size() const { return size_; }
+    size_t bytes() const { return size_ * sizeof(T); }
+    T& operator[](size_t i) { return data_[i]; }
+    const T& operator[](size_t i) const { return data_[i]; }
+
+private:
+    void swap(Buffer& o) {
+        std::swap(raw_, o.raw_);
+        std::swap(data_, o.data_);
+        std::swap(size_, o.size_);
+    }
+    void* raw_ = nullptr;
+    T* data_ = nullptr;
+    size_t size_ = 0;
+};
+
+inline double now_seconds() {
+    using clock = std::chrono::steady_clock;
+    return std::chrono::duration<double>(clock::now().time_since_epoch()).count();
+}
+
+// Checked arithmetic for sizes read from untrusted files.
+inline bool mul_overflows(uint64_t a, uint64_t b, uint64_t* out) {
+    if (a != 0 && b > std::numeric_limits<uint64_t>::max() / a) return true;
+    *out = a * b;
+    return false;
+}
+inline bool add_overflows(uint64_t a, uint64_t b, uint64_t* out) {
+    if (b > std::numeric_limits<uint64_t>::max() - a) return true;
+    *out = a + b;
+    return false;
+}
+
+// Number of bytes of the UTF-8 sequence that starts with byte c (1 for invalid lead bytes).
+inline int utf8_len(unsigned char c) {
+    if (c < 0x80) return 1;
+    if ((c & 0xE0) == 0xC0) return 2;
+    if ((c & 0xF0) == 0xE0) return 3;
+    if ((c & 0xF8) == 0xF0) return 4;
+    return 1;
+}
+
+}  // namespace detail
+
+size_t utf8_complete_prefix(const char* s, size_t n) {
+    // Look back at most 3 bytes for the lead byte of an unfinished character.
+    size_t back = 0;
+    while (back < 4 && back < n) {
+        unsigned char c = static_cast<unsigned char>(s[n - 1 - back]);
+        if ((c & 0xC0) != 0x80) {  // a lead byte or ASCII
+            int len = detail::utf8_len(c);
+            if (len > 1 && (size_t)len > back + 1) return n - 1 - back;  // incomplete
+            return n;
+        }
+        ++back;
+    }
+    return n;  // only continuation bytes: invalid, hand them out as they are
+}
+
+bool utf8_valid(std::string_view s) {
+    size_t i = 0, n = s.size();
+    while (i < n) {
+        unsigned char c = static_cast<unsigned char>(s[i]);
+        if (c < 0x80) { ++i; continue; }
+        uint32_t cp;
+        int len;
+        if ((c & 0xE0) == 0xC0) { len = 2; cp = c & 0x1F; }
+        else if ((c & 0xF0) == 0xE0) { len = 3; cp = c & 0x0F; }
+        else if ((c & 0xF8) == 0xF0) { len = 4; cp = c & 0x07; }
+        else return false;
+        if (i + len > n) return false;
+        for (int k = 1; k < len; ++k) {
+            unsigned char cc = static_cast<unsigned char>(s[i + k]);
+            if ((cc & 0xC0) != 0x80) return false;
+            cp = (cp << 6) | (cc & 0x3F);
+        }
+        if ((len == 2 && cp < 0x80) || (len == 3 && cp < 0x800) || (len == 4 && cp < 0x10000)) return false;
+        if (cp > 0x10FFFF || (cp >= 0xD800 && cp <= 0xDFFF)) return false;
+        i += len;
+    }
+    return true;
+}
+
+void set_hooks(const Hooks& h) { detail::hooks() = h; }
+
+MINIGPT_NS_END
+
+// ---- gguf.hpp ----
+// gguf: the tensor type table, a validating GGUF reader over a byte range, and
+// the file mapping (POSIX mmap, Windows MapViewOfFile, or a plain read).
+
+#if defined(MINIGPT_WINDOWS)
+#  ifndef WIN32_LEAN_AND_MEAN
+#    define WIN32_LEAN_AND_MEAN
+#  endif
+#  ifndef NOMINMAX
+#    define NOMINMAX
+#  endif
+#  include <windows.h>
+#else
+#  include <fcntl.h>
+#  include <sys/mman.h>
+#  include <sys/stat.h>
+#  include <unistd.h>
+#endif
+
+MINIGPT_NS_BEGIN
+namespace detail {
+
+// ---------------------------------------------------------------------------
+// Tensor types, numbered as in GGUF files.
+// ---------------------------------------------------------------------------
+enum class Type : uint32_t {
+    F32 = 0, F16 = 1, Q4_0 = 2, Q4_1 = 3, Q5_0 = 6, Q5_1 = 7, Q8_0 = 8, Q8_1 = 9,
+    Q2_K = 10, Q3_K = 11, Q4_K = 12, Q5_K = 13, Q6_K = 14, Q8_K = 15,
+    IQ2_XXS = 16, IQ2_XS = 17, IQ3_XXS = 18, IQ1_S = 19, IQ4_NL = 20, IQ3_S = 21,
+    IQ2_S = 22, IQ4_XS = 23, I8 = 24, I16 = 25, I32 = 26, I64 = 27, F64 = 28,
+    IQ1_M = 29, BF16 = 30, TQ1_0 = 34, TQ2_0 = 35, MXFP4 = 39,
+};
+
+struct TypeInfo {
+    const char* name;     // nullptr: no such type id
+    int64_t block_size;   // elements per block
+    uint64_t block_bytes; // bytes per block
+};
+
+// Layout of every type id a GGUF file may name, supported or not, so that an
+// unsupported tensor can still be sized and named in an error message.
+inline TypeInfo type_info(uint32_t id) {
+    switch (id) {
+        case 0: return {"F32", 1, 4};
+        case 1: return {"F16", 1, 2};
+        case 2: return {"Q4_0", 32, 18};
+        case 3: return {"Q4_1", 32, 20};
+        case 6: return {"Q5_0", 32, 22};
+        case 7: return {"Q5_1", 32, 24};
+        case 8: return {"Q8_0", 32, 34};
+        case 9: return {"Q8_1", 32, 36};
+        case 10: return {"Q2_K", 256, 84};
+        case 11: return {"Q3_K", 256, 110};
+        case 12: return {"Q4_K", 256, 144};
+        case 13: return {"Q5_K", 256, 176};
+        case 14: return {"Q6_K", 256, 210};
+        case 15: return {"Q8_K", 256, 292};
+        case 16: return {"IQ2_XXS", 256, 66};
+        case 17: return {"IQ2_XS", 256, 74};
+        case 18: return {"IQ3_XXS", 256, 98};
+        case 19: return {"IQ1_S", 256, 50};
+        case 20: return {"IQ4_NL", 32, 18};
+        case 21: return {"IQ3_S", 256, 110};
+        case 22: return {"IQ2_S", 256, 82};
+        case 23: return {"IQ4_XS", 256, 136};
+        case 24: return {"I8", 1, 1};
+        case 25: return {"I16", 1, 2};
+        case 26: return {"I32", 1, 4};
+        case 27: return {"I64", 1, 8};
+        case 28: return {"F64", 1, 8};
+        case 29: return {"IQ1_M", 256, 56};
+        case 30: return {"BF16", 1, 2};
+        case 34: return {"TQ1_0", 256, 54};
+        case 35: return {"TQ2_0", 256, 66};
+        case 39: return {"MXFP4", 32, 17};
+        default: return {nullptr, 0, 0};
+    }
+}
+inline TypeInfo type_info(Type t) { return type_info(static_cast<uint32_t>(t)); }
+inline const char* type_name(uint32_t id) {
+    const char* n = type_info(id).name;
+    return n ? n : "unknown";
+}
+inline const char* type_name(Type t) { return type_name(static_cast<uint32_t>(t)); }
+
+// Bytes of a row of n elements (n must be a multiple of the block size).
+inline size_t row_bytes(Type t, int64_t n) {
+    TypeInfo ti = type_info(t);
+    return static_cast<size_t>(n / ti.block_size) * static_cast<size_t>(ti.block_bytes);
+}
+
+// ---------------------------------------------------------------------------
+// Metadata values.
+// ---------------------------------------------------------------------------
+enum class GgufType : uint32_t {
+    u8 = 0, i8 = 1, u16 = 2, i16 = 3, u32 = 4, i32 = 5, f32 = 6, boolean = 7,
+    string = 8, array = 9, u64 = 10, i64 = 11, f64 = 12,
+};
+
+inline const char* gguf_type_name(GgufType t) {
+    static const char* names[] = {"u8", "i8", "u16", "i16", "u32", "i32", "f32", "bool",
+                                  "string", "array", "u64", "i64", "f64"};
+    uint32_t i = static_cast<uint32_t>(t);
+    return i < 13 ? names[i] : "unknown";
+}
+
+// Size of a fixed-size value type; 0 for string, array and unknown types.
+inline size_t gguf_scalar_size(GgufType t) {
+    switch (t) {
+        case GgufType::u8: case GgufType::i8: case GgufType::boolean: return 1;
+        case GgufType::u16: case GgufType::i16: return 2;
+        case GgufType::u32: case GgufType::i32: case GgufType::f32: return 4;
+        case GgufType::u64: case GgufType::i64: case GgufType::f64: return 8;
+        default: return 0;
+    }
+}
+
+struct GgufKV {
+    std::string key;
+    GgufType type = GgufType::u8;
+    const uint8_t* data = nullptr;   // scalar: the value; string: its bytes; array: first element
+    uint64_t length = 0;             // string: bytes; array: element count
+    GgufType elem = GgufType::u8;    // arrays: element type
+    std::vector<std::string_view> strings;  // arrays of strings, validated at parse time
+};
+
+struct GgufTensor {
+    std::string name;
+    uint32_t type = 0;
+    int n_dims = 0;
+    int64_t ne[4] = {1, 1, 1, 1};   // ne[0] is the row length (contiguous)
+    uint64_t offset = 0;            // from the start of the data section
+    uint64_t nbytes = 0;
+    const uint8_t* data = nullptr;
+    int64_t n_elements() const { return ne[0] * ne[1] * ne[2] * ne[3]; }
+};
+
+template <typename T>
+inline T read_le(const uint8_t* p) {
+    T v;
+    std::memcpy(&v, p, sizeof(T));
+    return v;
+}
+
+// A parsed GGUF file. It does not own the bytes it points into.
+class GgufFile {
+public:
+    uint32_t version = 0;
+    uint64_t alignment = 32;
+    uint64_t data_offset = 0;  // start of the tensor data section
+    std::vector<GgufKV> kvs;
+    std::vector<GgufTensor> tensors;
+
+    // Validates the whole file: every count, length, offset and extent.
+    Status parse(const uint8_t* data, size_t size);
+
+    const GgufKV* find(std::string_view key) const {
+        auto it = kv_index_.find(std::string(key));
+        return it == kv_index_.end() ? nullptr : &kvs[it->second];
+    }
+    const GgufTensor* find_tensor(std::string_view name) const {
+        auto it = tensor_index_.find(std::string(name));
+        return it == tensor_index_.end() ? nullptr : &tensors[it->second];
+    }
+
+    // Typed getters: return false when the key is absent. A present key of an
+    // incompatible type gives a bad_format Status through `st`.
+    bool get_int(std::string_view key, int64_t& out, Status& st) const;
+    bool get_float(std::string_view key, double& out, Status& st) const;
+    bool get_bool(std::string_view key, bool& out, Status& st) const;
+    bool get_string(std::string_view key, std::string_view& out, Status& st) const;
+    // Array of the given element kind; false when absent.
+    const GgufKV* get_array(std::string_view key, Status& st) const;
+
+    // Element i of an array whose elements are numbers, converted.
+    static double array_number(const GgufKV& kv, uint64_t i);
+    static int64_t array_int(const GgufKV& kv, uint64_t i);
+
+    const uint8_t* base() const { return base_; }
+    size_t size() const { return size_; }
+
+private:
+    const uint8_t* base_ = nullptr;
+    size_t size_ = 0;
+    std::unordered_map<std::string, size_t> kv_index_;
+    std::unordered_map<std::string, size_t> tensor_index_;
+};
+
+// Bounds-checked cursor over the file bytes.
+class GgufCursor {
+public:
+    GgufCursor(const uint8_t* p, size_t n) : base_(p), size_(n) {}
+    size_t pos() const { return pos_; }
+    size_t left() const { return size_ - pos_; }
+    const uint8_t* at() const { return base_ + pos_; }
+    bool take(size_t n) {
+        if (n > left()) return false;
+        pos_ += n;
+        return true;
+    }
+    template <typename T>
+    bool read(T& v) {
+        if (sizeof(T) > left()) return false;
+        v = read_le<T>(base_ + pos_);
+        pos_ += sizeof(T);
+        return true;
+    }
+    bool read_string(std::string_view& s) {
+        uint64_t n;
+        if (!read(n)) return false;
+        if (n > left()) return false;
+        s = std::string_view(reinterpret_cast<const char*>(at()), static_cast<size_t>(n));
+        pos_ += static_cast<size_t>(n);
+        return true;
+    }
+
+private:
+    const uint8_t* base_;
+    size_t size_;
+    size_t pos_ = 0;
+};
+
+inline Status gguf_truncated(const char* what, size_t pos) {
+    return error(StatusCode::bad_format, "GGUF file truncated while reading %s at offset %zu", what, pos);
+}
+
+// Skips one value of type t (recursing into arrays), checking every length.
+inline Status gguf_skip_value(GgufCursor& c, GgufType t, const std::string& key, int depth) {
+    size_t sz = gguf_scalar_size(t);
+    if (sz) {
+        if (!c.take(sz)) return gguf_truncated(("value of key '" + key + "'").c_str(), c.pos());
+        return Status();
+    }
+    if (t == GgufType::string) {
+        std::string_view s;
+        if (!c.read_string(s))
+            return error(StatusCode::bad_format, "key '%s': string length runs past the end of the file", key.c_str());
+        return Status();
+    }
+    if (t == GgufType::array) {
+        if (depth >= 8) return error(StatusCode::bad_format, "key '%s': arrays nested too deeply", key.c_str());
+        uint32_t et;
+        uint64_t n;
+        if (!c.read(et) || !c.read(n)) return gguf_truncated(("array header of key '" + key + "'").c_str(), c.pos());
+        GgufType e = static_cast<GgufType>(et);
+        size_t esz = gguf_scalar_size(e);
+        if (esz) {
+            uint64_t total;
+            if (mul_overflows(n, esz, &total) || total > c.left())
+                return error(StatusCode::bad_format, "key '%s': array of %llu elements runs past the end of the file",
+                             key.c_str(), (unsigned long long)n);
+            c.take(static_cast<size_t>(total));
+            return Status();
+        }
+        if (e != GgufType::string && e != GgufType::array)
+            return error(StatusCode::bad_format, "key '%s': unknown array element type %u", key.c_str(), et);
+        // Every element takes at least 8 bytes: reject absurd counts before looping.
+        if (n > c.left() / 8)
+            return error(StatusCode::bad_format, "key '%s': array of %llu elements runs past the end of the file",
+                         key.c_str(), (unsigned long long)n);
+        for (uint64_t i = 0; i < n; ++i) {
+            Status st = gguf_skip_value(c, e, key, depth + 1);
+            if (!st.ok()) return st;
+        }
+        return Status();
+    }
+    return error(StatusCode::bad_format, "key '%s': unknown value type %u", key.c_str(), static_cast<uint32_t>(t));
+}
+
+inline Status GgufFile::parse(const uint8_t* data, size_t size) {
+    *this = GgufFile();
+    base_ = data;
+    size_ = size;
+    GgufCursor c(data, size);
+
+    if (size < 4 || std::memcmp(data, "GGUF", 4) != 0)
+        return error(StatusCode::bad_format, "not a GGUF file (bad magic)");
+    c.take(4);
+    if (!c.read(version)) return gguf_truncated("the version", c.pos());
+    if (version != 2 && version != 3) {
+        if (version == 0x03000000 || version == 0x02000000)
+            return error(StatusCode::unsupported, "big-endian GGUF files are not supported");
+        return error(StatusCode::unsupported, "GGUF version %u is not supported (only 2 and 3)", version);
+    }
+    uint64_t n_tensors, n_kv;
+    if (!c.read(n_tensors)) return gguf_truncated("the tensor count", c.pos());
+    if (!c.read(n_kv)) return gguf_truncated("the metadata count", c.pos());
+    // A key-value pair takes at least 12 bytes and a tensor entry at least 24.
+    if (n_kv > c.left() / 12)
+        return error(StatusCode::bad_format, "metadata count %llu is larger than the file can hold", (unsigned long long)n_kv);
+    if (n_tensors > c.left() / 24)
+        return error(StatusCode::bad_format, "tensor count %llu is larger than the file can hold", (unsigned long long)n_tensors);
+
+    kvs.reserve(static_cast<size_t>(n_kv));
+    for (uint64_t i = 0; i < n_kv; ++i) {
+        GgufKV kv;
+        std::string_view key;
+        if (!c.read_string(key))
+            return error(StatusCode::bad_format, "metadata entry %llu: key runs past the end of the file", (unsigned long long)i);
+        kv.key.assign(key.data(), key.size());
+        uint32_t t;
+        if (!c.read(t)) return gguf_truncated(("type of key '" + kv.key + "'").c_str(), c.pos());
+        kv.type = static_cast<GgufType>(t);
+        if (t > 12) return error(StatusCode::bad_format, "key '%s': unknown value type %u", kv.key.c_str(), t);
+        if (kv.type == GgufType::string) {
+            std::string_view s;
+            if (!c.read_string(s))
+                return error(StatusCode::bad_format, "key '%s': string length runs past the end of the file", kv.key.c_str());
+            kv.data = reinterpret_cast<const uint8_t*>(s.data());
+            kv.length = s.size();
+        } else if (kv.type == GgufType::array) {
+            uint32_t et;
+            if (!c.read(et) || !c.read(kv.length))
+                return gguf_truncated(("array header of key '" + kv.key + "'").c_str(), c.pos());
+            kv.elem = static_cast<GgufType>(et);
+            if (et > 12) return error(StatusCode::bad_format, "key '%s': unknown array element type %u", kv.key.c_str(), et);
+            kv.data = c.at();
+            if (kv.elem == GgufType::string) {
+                if (kv.length > c.left() / 8)
+                    return error(StatusCode::bad_format, "key '%s': array of %llu strings runs past the end of the file",
+                                 kv.key.c_str(), (unsigned long long)kv.length);
+                kv.strings.reserve(static_cast<size_t>(kv.length));
+                for (uint64_t k = 0; k < kv.length; ++k) {
+                    std::string_view s;
+                    if (!c.read_string(s))
+                        return error(StatusCode::bad_format, "key '%s': string %llu runs past the end of the file",
+                                     kv.key.c_str(), (unsigned long long)k);
+                    kv.strings.push_back(s);
+                }
+            } else {
+                // Rewind to the array header and let the generic walker check it.
+                GgufCursor probe = c;
+                uint64_t n = kv.length;
+                size_t esz = gguf_scalar_size(kv.elem);
+                if (esz) {
+                    uint64_t total;
+                    if (mul_overflows(n, esz, &total) || total > c.left())
+                        return error(StatusCode::bad_format, "key '%s': array of %llu elements runs past the end of the file",
+                                     kv.key.c_str(), (unsigned long long)n);
+                    c.take(static_cast<size_t>(total));
+                } else {
+                    if (n > c.left() / 8)
+                        return error(StatusCode::bad_format, "key '%s': array of %llu elements runs past the end of the file",
+                                     kv.key.c_str(), (unsigned long long)n);
+                    for (uint64_t k = 0; k < n; ++k) {
+                        Status st = gguf_skip_value(probe, kv.elem, kv.key, 1);
+                        if (!st.ok()) return st;
+                    }
+                    c = probe;
+                }
+            }
+        } else {
+            kv.data = c.at();
+            if (!c.take(gguf_scalar_size(kv.type)))
+                return gguf_truncated(("value of key '" + kv.key + "'").c_str(), c.pos());
+        }
+        if (kv_index_.count(kv.key))
+            return error(StatusCode::bad_format, "duplicate metadata key '%s'", kv.key.c_str());
+        kv_index_.emplace(kv.key, kvs.size());
+        kvs.push_back(std::move(kv));
+    }
+
+    Status st;
+    int64_t align = 32;
+    if (get_int("general.alignment", align, st)) {
+        if (align <= 0 || align > (1 << 30) || (align & (align - 1)) != 0)
+            return error(StatusCode::bad_format, "general.alignment %lld is not a power of two", (long long)align);
+    } else if (!st.ok()) {
+        return st;
+    }
+    alignment = static_cast<uint64_t>(align);
+
+    tensors.reserve(static_cast<size_t>(n_tensors));
+    for (uint64_t i = 0; i < n_tensors; ++i) {
+        GgufTensor t;
+        std::string_view name;
+        if (!c.read_string(name))
+            return error(StatusCode::bad_format, "tensor entry %llu: name runs past the end of the file", (unsigned long long)i);
+        t.name.assign(name.data(), name.size());
+        const char* tn = t.name.c_str();
+        uint32_t n_dims;
+        if (!c.read(n_dims)) return gguf_truncated(("tensor '" + t.name + "'").c_str(), c.pos());
+        if (n_dims < 1 || n_dims > 4)
+            return error(StatusCode::bad_format, "tensor '%s': %u dimensions (1 to 4 are allowed)", tn, n_dims);
+        t.n_dims = static_cast<int>(n_dims);
+        for (uint32_t d = 0; d < n_dims; ++d) {
+            uint64_t ne;
+            if (!c.read(ne)) return gguf_truncated(("shape of tensor '" + t.name + "'").c_str(), c.pos());
+            if (ne > (uint64_t(1) << 40))
+                return error(StatusCode::bad_format, "tensor '%s': dimension %u is %llu, which is absurd", tn, d,
+                             (unsigned long long)ne);
+            t.ne[d] = static_cast<int64_t>(ne);
+        }
+        if (!c.read(t.type) || !c.read(t.offset)) return gguf_truncated(("tensor '" + t.name + "'").c_str(), c.pos());
+        TypeInfo ti = type_info(t.type);
+        if (!ti.name) return error(StatusCode::bad_format, "tensor '%s': unknown tensor type %u", tn, t.type);
+        uint64_t n_el = 1;
+        for (int d = 0; d < 4; ++d) {
+            if (mul_overflows(n_el, static_cast<uint64_t>(t.ne[d]), &n_el) || n_el > (uint64_t(1) << 50))
+                return error(StatusCode::bad_format, "tensor '%s': element count overflows", tn);
+        }
+        if (t.ne[0] % ti.block_size != 0)
+            return error(StatusCode::bad_format, "tensor '%s': row length %lld is not a multiple of the %s block size %lld",
+                         tn, (long long)t.ne[0], ti.name, (long long)ti.block_size);
+        if (mul_overflows(n_el / static_cast<uint64_t>(ti.block_size), ti.block_bytes, &t.nbytes))
+            return error(StatusCode::bad_format, "tensor '%s': byte size overflows", tn);
+        if (t.offset % alignment != 0)
+            return error(StatusCode::bad_format, "tensor '%s': data offset %llu is not aligned to %llu", tn,
+                         (unsigned long long)t.offset, (unsigned long long)alignment);
+        if (tensor_index_.count(t.name)) return error(StatusCode::bad_format, "duplicate tensor name '%s'", tn);
+        tensor_index_.emplace(t.name, tensors.size());
+        tensors.push_back(std::move(t));
+    }
+
+    // The data section starts at the next multiple of the alignment.
+    uint64_t pos = c.pos();
+    uint64_t aligned = (pos + alignment - 1) / alignment * alignment;
+    if (n_tensors > 0 && aligned > size)
+        return error(StatusCode::bad_format, "GGUF file truncated before the tensor data section");
+    data_offset = aligned;
+
+    // Extents: inside the file and not overlapping one another.
+    std::vector<size_t> order(tensors.size());
+    for (size_t i = 0; i < order.size(); ++i) order[i] = i;
+    std::sort(order.begin(), order.end(), [&](size_t a, size_t b) { return tensors[a].offset < tensors[b].offset; });
+    uint64_t prev_end = 0;
+    const char* prev_name = nullptr;
+    for (size_t k = 0; k < order.size(); ++k) {
+        GgufTensor& t = tensors[order[k]];
+        uint64_t start, end;
+        if (add_overflows(data_offset, t.offset, &start) || add_overflows(start, t.nbytes, &end) || end > size)
+            return error(StatusCode::bad_format, "tensor '%s': data (%llu bytes at offset %llu) extends past the end of the file",
+                         t.name.c_str(), (unsigned long long)t.nbytes, (unsigned long long)t.offset);
+        if (prev_name && start < prev_end)
+            return error(StatusCode::bad_format, "tensor '%s': data overlaps tensor '%s'", t.name.c_str(), prev_name);
+        prev_end = end;
+        prev_name = t.name.c_str();
+        t.data = data + start;
+    }
+    return Status();
+}
+
+inline bool GgufFile::get_int(std::string_view key, int64_t& out, Status& st) const {
+    const GgufKV* kv = find(key);
+    if (!kv) return false;
+    const uint8_t* p = kv->data;
+    switch (kv->type) {
+        case GgufType::u8: out = read_le<uint8_t>(p); return true;
+        case GgufType::i8: out = read_le<int8_t>(p); return true;
+        case GgufType::u16: out = read_le<uint16_t>(p); return true;
+        case GgufType::i16: out = read_le<int16_t>(p); return true;
+        case GgufType::u32: out = read_le<uint32_t>(p); return true;
+        case GgufType::i32: out = read_le<int32_t>(p); return true;
+        case GgufType::i64: out = read_le<int64_t>(p); return true;
+        case GgufType::u64: {
+            uint64_t v = read_le<uint64_t>(p);
+            if (v > static_cast<uint64_t>(std::numeric_limits<int64_t>::max())) break;
+            out = static_cast<int64_t>(v);
+            return true;
+        }
+        default: break;
+    }
+    st = error(StatusCode::bad_format, "key '%s' should be an integer but is %s", kv->key.c_str(), gguf_type_name(kv->type));
+    return false;
+}
+
+inline bool GgufFile::get_float(std::string_view key, double& out, Status& st) const {
+    const GgufKV* kv = find(key);
+    if (!kv) return false;
+    if (kv->type == GgufType::f32) { out = read_le<float>(kv->data); return true; }
+    if (kv->type == GgufType::f64) { out = read_le<double>(kv->data); return true; }
+    int64_t v;
+    Status ignored;
+    if (get_int(key, v, ignored)) { out = static_cast<double>(v); return true; }
+    st = error(StatusCode::bad_format, "key '%s' should be a number but is %s", kv->key.c_str(), gguf_type_name(kv->type));
+    return false;
+}
+
+inline bool GgufFile::get_bool(std::string_view key, bool& out, Status& st) const {
+    const GgufKV* kv = find(key);
+    if (!kv) return false;
+    if (kv->type == GgufType::boolean) { out = kv->data[0] != 0; return true; }
+    st = error(StatusCode::bad_format, "key '%s' should be a bool but is %s", kv->key.c_str(), gguf_type_name(kv->type));
+    return false;
+}
+
+inline bool GgufFile::get_string(std::string_view key, std::string_view& out, Status& st) const {
+    const GgufKV* kv = find(key);
+    if (!kv) return false;
+    if (kv->type == GgufType::string) {
+        out = std::string_view(reinterpret_cast<const char*>(kv->data), static_cast<size_t>(kv->length));
+        return true;
+    }
+    st = error(StatusCode::bad_format, "key '%s' should be a string but is %s", kv->key.c_str(), gguf_type_name(kv->type));
+    return false;
+}
+
+inline const GgufKV* GgufFile::get_array(std::string_view key, Status& st) const {
+    const GgufKV* kv = find(key);
+    if (!kv) return nullptr;
+    if (kv->type == GgufType::array && kv->elem != GgufType::array) return kv;
+    st = error(StatusCode::bad_format, "key '%s' should be a flat array but is %s", kv->key.c_str(), gguf_type_name(kv->type));
+    return nullptr;
+}
+
+inline double GgufFile::array_number(const GgufKV& kv, uint64_t i) {
+    size_t esz = gguf_scalar_size(kv.elem);
+    if (!esz || i >= kv.length) return 0;
+    const uint8_t* p = kv.data + i * esz;
+    switch (kv.elem) {
+        case GgufType::u8: return read_le<uint8_t>(p);
+        case GgufType::i8: return read_le<int8_t>(p);
+        case GgufType::u16: return read_le<uint16_t>(p);
+        case GgufType::i16: return read_le<int16_t>(p);
+        case GgufType::u32: return read_le<uint32_t>(p);
+        case GgufType::i32: return read_le<int32_t>(p);
+        case GgufType::f32: return read_le<float>(p);
+        case GgufType::boolean: return p[0] != 0;
+        case GgufType::u64: return static_cast<double>(read_le<uint64_t>(p));
+        case GgufType::i64: return static_cast<double>(read_le<int64_t>(p));
+        case GgufType::f64: return read_le<double>(p);
+        default: return 0;
+    }
+}
+
+inline int64_t GgufFile::array_int(const GgufKV& kv, uint64_t i) {
+    size_t esz = gguf_scalar_size(kv.elem);
+    if (!esz || i >= kv.length) return 0;
+    const uint8_t* p = kv.data + i * esz;
+    switch (kv.elem) {
+        case GgufType::u64: return static_cast<int64_t>(read_le<uint64_t>(p));
+        case GgufType::i64: return read_le<int64_t>(p);
+        default: return static_cast<int64_t>(array_number(kv, i));
+    }
+}
+
+// ---------------------------------------------------------------------------
+// The bytes of a model file: mapped, read into memory, or borrowed.
+// ---------------------------------------------------------------------------
+class FileBytes {
+public:
+    FileBytes() = default;
+    FileBytes(const FileBytes&) = delete;
+    FileBytes& operator=(const FileBytes&) = delete;
+    ~FileBytes() { close(); }
+
+    Status open(const std::string& path, bool use_mmap);
+    void borrow(const void* data, size_t size) {
+        close();
+        data_ = static_cast<const uint8_t*>(data);
+        size_ = size;
+    }
+    const uint8_t* data() const { return data_; }
+    size_t size() const { return size_; }
+    bool mapped() const { return mapped_; }
+
+private:
+    void close();
+    const uint8_t* data_ = nullptr;
+    size_t size_ = 0;
+    bool mapped_ = false;
+    Buffer<uint8_t> owned_;
+#if defined(MINIGPT_WINDOWS)
+    HANDLE mapping_ = nullptr;
+#endif
+};
+
+inline void FileBytes::close() {
+    if (mapped_ && data_) {
+#if defined(MINIGPT_WINDOWS)
+        UnmapViewOfFile(data_);
+        if (mapping_) CloseHandle(mapping_);
+        mapping_ = nullptr;
+#else
+        munmap(const_cast<uint8_t*>(data_), size_);
+#endif
+    }
+    owned_.release();
+    data_ = nullptr;
+    size_ = 0;
+    mapped_ = false;
+}
+
+#if defined(MINIGPT_WINDOWS)
+inline Status FileBytes::open(const std::string& path, bool use_mmap) {
+    close();
+    int wlen = MultiByteToWideChar(CP_UTF8, 0, path.c_str(), -1, nullptr, 0);
+    if (wlen <= 0) return error(StatusCode::io_error, "%s: invalid file name", path.c_str());
+    std::wstring wpath(static_cast<size_t>(wlen), L'\0');
+    MultiByteToWideChar(CP_UTF8, 0, path.c_str(), -1, &wpath[0], wlen);
+    HANDLE f = CreateFileW(wpath.c_str(), GENERIC_READ, FILE_SHARE_READ, nullptr, OPEN_EXISTING,
+                           FILE_ATTRIBUTE_NORMAL, nullptr);
+    if (f == INVALID_HANDLE_VALUE) return error(StatusCode::io_error, "%s: cannot open file", path.c_str());
+    LARGE_INTEGER sz;
+    if (!GetFileSizeEx(f, &sz)) {
+        CloseHandle(f);
+        return error(StatusCode::io_error, "%s: cannot get the file size", path.c_str());
+    }
+    size_t n = static_cast<size_t>(sz.QuadPart);
+    if (n == 0) {
+        CloseHandle(f);
+        return error(StatusCode::bad_format, "%s: the file is empty", path.c_str());
+    }
+    if (use_mmap) {
+        HANDLE m = CreateFileMappingW(f, nullptr, PAGE_READONLY, 0, 0, nullptr);
+        CloseHandle(f);
+        if (!m) return error(StatusCode::io_error, "%s: cannot map the file", path.c_str());
+        void* p = MapViewOfFile(m, FILE_MAP_READ, 0, 0, 0);
+        if (!p) {
+            CloseHandle(m);
+            return error(StatusCode::io_error, "%s: cannot map the file", path.c_str());
+        }
+        mapping_ = m;
+        data_ = static_cast<const uint8_t*>(p);
+        size_ = n;
+        mapped_ = true;
+        return Status();
+    }
+    if (!owned_.allocate(n)) {
+        CloseHandle(f);
+        return error(StatusCode::out_of_memory, "%s: cannot allocate %zu bytes", path.c_str(), n);
+    }
+    size_t done = 0;
+    while (done < n) {
+        DWORD chunk = static_cast<DWORD>(std::min<size_t>(n - done, 1u << 30)), got = 0;
+        if (!ReadFile(f, owned_.data() + done, chunk, &got, nullptr) || got == 0) {
+            CloseHandle(f);
+            owned_.release();
+            return error(StatusCode::io_error, "%s: read failed", path.c_str());
+        }
+        done += got;
+    }
+    CloseHandle(f);
+    data_ = owned_.data();
+    size_ = n;
+    return Status();
+}
+#else
+inline Status FileBytes::open(const std::string& path, bool use_mmap) {
+    close();
+    int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
+    if (fd < 0) return error(StatusCode::io_error, "%s: cannot open file: %s", path.c_str(), std::strerror(errno));
+    struct stat sb;
+    if (fstat(fd, &sb) != 0 || !S_ISREG(sb.st_mode)) {
+        ::close(fd);
+        return error(StatusCode::io_error, "%s: not a regular file", path.c_str());
+    }
+    size_t n = static_cast<size_t>(sb.st_size);
+    if (n == 0) {
+        ::close(fd);
+        return error(StatusCode::bad_format, "%s: the file is empty", path.c_str());
+    }
+    if (use_mmap) {
+        void* p = mmap(nullptr, n, PROT_READ, MAP_SHARED, fd, 0);
+        ::close(fd);
+        if (p == MAP_FAILED) return error(StatusCode::io_error, "%s: mmap failed: %s", path.c_str(), std::strerror(errno));
+        data_ = static_cast<const uint8_t*>(p);
+        size_ = n;
+        mapped_ = true;
+        return Status();
+    }
+    if (!owned_.allocate(n)) {
+        ::close(fd);
+        return error(StatusCode::out_of_memory, "%s: cannot allocate %zu bytes", path.c_str(), n);
+    }
+    size_t done = 0;
+    while (done < n) {
+        ssize_t got = ::read(fd, owned_.data() + done, n - done);
+        if (got < 0 && errno == EINTR) continue;
+        if (got <= 0) {
+            ::close(fd);
+            owned_.release();
+            return error(StatusCode::io_error, "%s: read failed", path.c_str());
+        }
+        done += static_cast<size_t>(got);
+    }
+    ::close(fd);
+    data_ = owned_.data();
+    size_ = n;
+    return Status();
+}
+#endif
+
+}  // namespace detail
+MINIGPT_NS_END
+
+// ---- gguf_writer.hpp ----
+// gguf_writer
+
+// ---- quant.hpp ----
+// quant
+
+// ---- kernels_scalar.hpp ----
+// kernels_scalar
+
+// ---- kernels_avx2.hpp ----
+// kernels_avx2
+
+// ---- kernels_avx512.hpp ----
+// kernels_avx512
+
+// ---- kernels_neon.hpp ----
+// kernels_neon
+
+// ---- kernels.hpp ----
+// kernels
+
+// ---- threads.hpp ----
+// threads
+
+// ---- tokenizer.hpp ----
+// tokenizer
+
+// ---- model.hpp ----
+// model
+
+// ---- forward.hpp ----
+// forward
+
+// ---- sampler.hpp ----
+// sampler
+
+// ---- session.hpp ----
+// session
+
+#endif // MINIGPT_IMPLEMENTATION
+
+// ---- license.hpp ----
+/*
+------------------------------------------------------------------------------
+minigpt.hpp is available under the MIT License.
+
+Copyright (c) 2026 the minigpt.hpp authors
+
+Permission is hereby granted, free of charge, to any person obtaining a copy of
+this software and associated documentation files (the "Software"), to deal in
+the Software without restriction, including without limitation the rights to
+use, copy, modify, merge, publish, distribute, sublicense, and/or sell copies of
+the Software, and to permit persons to whom the Software is furnished to do so,
+subject to the following conditions:
+
+The above copyright notice and this permission notice shall be included in all
+copies or substantial portions of the Software.
+
+THE SOFTWARE IS PROVIDED "AS IS", WITHOUT WARRANTY OF ANY KIND, EXPRESS OR
+IMPLIED, INCLUDING BUT NOT LIMITED TO THE WARRANTIES OF MERCHANTABILITY, FITNESS
+FOR A PARTICULAR PURPOSE AND NONINFRINGEMENT. IN NO EVENT SHALL THE AUTHORS OR
+COPYRIGHT HOLDERS BE LIABLE FOR ANY CLAIM, DAMAGES OR OTHER LIABILITY, WHETHER
+IN AN ACTION OF CONTRACT, TORT OR OTHERWISE, ARISING FROM, OUT OF OR IN
+CONNECTION WITH THE SOFTWARE OR THE USE OR OTHER DEALINGS IN THE SOFTWARE.
+------------------------------------------------------------------------------
+*/

@@ -1,0 +1,249 @@
+// api: every public declaration. This part is the manual of the library.
+#pragma once
+#include "config.hpp"
+
+MINIGPT_NS_BEGIN
+
+// ---------------------------------------------------------------------------
+// Status: every fallible call returns one. No exception ever leaves the API.
+// ---------------------------------------------------------------------------
+enum class StatusCode {
+    ok = 0,
+    invalid_argument,  // a caller-supplied value is out of range
+    io_error,          // the file could not be opened, mapped or read
+    bad_format,        // the GGUF file (or other input) is malformed
+    unsupported,       // well-formed but not supported (architecture, tensor type...)
+    out_of_memory,     // an allocation failed or a memory limit would be exceeded
+    context_full,      // the tokens do not fit in the context window
+    aborted,           // the abort callback asked to stop
+    internal,          // a bug: please report it
+};
+
+const char* status_code_name(StatusCode code);
+
+class Status {
+public:
+    Status() = default;
+    Status(StatusCode code, std::string message) : code_(code), message_(std::move(message)) {}
+    static Status ok_status() { return Status(); }
+
+    bool ok() const { return code_ == StatusCode::ok; }
+    explicit operator bool() const { return ok(); }
+    StatusCode code() const { return code_; }
+    const std::string& message() const { return message_; }
+    // "bad_format: tensor 'blk.0.attn_q.weight': data extends past the end of the file"
+    std::string to_string() const;
+
+private:
+    StatusCode code_ = StatusCode::ok;
+    std::string message_;
+};
+
+// ---------------------------------------------------------------------------
+// Host hooks. All optional; the defaults use the C runtime and stay silent.
+// ---------------------------------------------------------------------------
+enum class LogLevel { debug = 0, info, warn, error };
+using LogFn = void (*)(void* user, LogLevel level, const char* message);
+
+// Replaces the pool of threads: run fn(user_arg, i) for every i in [0, n)
+// and return when all calls have finished. Calls may run concurrently.
+using ParallelForFn = void (*)(void* host_user, int n, void (*fn)(void* arg, int i), void* arg);
+
+struct Hooks {
+    LogFn log = nullptr;           // nullptr: silent
+    void* log_user = nullptr;
+    LogLevel log_level = LogLevel::info;
+};
+// Sets the process-wide hooks. Call before creating models; not thread-safe.
+void set_hooks(const Hooks& hooks);
+
+// ---------------------------------------------------------------------------
+// Model: immutable weights + vocabulary + metadata, shared by any number of
+// Contexts on any number of threads.
+// ---------------------------------------------------------------------------
+struct ModelParams {
+    bool use_mmap = true;      // map the file; false reads it into memory
+    bool vocab_only = false;   // load the tokenizer only (tensors are not required)
+};
+
+struct ModelInfo {
+    std::string architecture;   // general.architecture, e.g. "llama"
+    std::string name;           // general.name, if present
+    int n_vocab = 0;
+    int n_ctx_train = 0;        // the context length the model was trained with
+    int n_embd = 0;
+    int n_layer = 0;
+    int n_head = 0;
+    int n_head_kv = 0;
+    int head_dim = 0;
+    int n_ff = 0;
+    float rope_freq_base = 10000.0f;
+    float norm_eps = 1e-5f;
+    uint64_t n_params = 0;       // number of weights
+    uint64_t weight_bytes = 0;   // bytes of tensor data
+    std::string type_summary;    // e.g. "Q8_0: 22 tensors, F32: 11 tensors"
+};
+
+class Model {
+public:
+    // Loads a GGUF file. On failure `out` is left empty and the Status says why.
+    static Status load(const std::string& path, const ModelParams& params, std::shared_ptr<Model>& out);
+    // Loads from a caller-owned buffer that must stay valid and unchanged while the model lives.
+    static Status load_from_memory(const void* data, size_t size, const ModelParams& params,
+                                   std::shared_ptr<Model>& out);
+
+    ~Model();
+    Model(const Model&) = delete;
+    Model& operator=(const Model&) = delete;
+
+    const ModelInfo& info() const;
+
+    // Text -> token ids. add_bos follows the model's tokenizer.ggml.add_bos_token when
+    // `add_special` is true. With parse_special, control tokens written in the text
+    // (e.g. "<s>") become their ids; otherwise they are ordinary text.
+    Status tokenize(std::string_view text, std::vector<int32_t>& out, bool add_special = true,
+                    bool parse_special = false) const;
+    // The bytes of one token (control tokens give "" unless render_special).
+    std::string token_to_piece(int32_t token, bool render_special = false) const;
+    // Token ids -> text. Byte tokens are joined, so split UTF-8 characters are rebuilt.
+    std::string detokenize(const std::vector<int32_t>& tokens, bool render_special = false) const;
+
+    int32_t token_bos() const;
+    int32_t token_eos() const;
+    bool is_eog(int32_t token) const;  // end of generation (EOS, EOT...)
+    int n_vocab() const;
+
+    struct Impl;
+    const Impl& impl() const { return *impl_; }
+
+private:
+    Model();
+    std::unique_ptr<Impl> impl_;
+};
+
+// ---------------------------------------------------------------------------
+// Context: KV cache + scratch + threads. One per conversation / NPC. A Context
+// is used by one thread at a time; different Contexts may run concurrently.
+// ---------------------------------------------------------------------------
+struct ContextParams {
+    int n_ctx = 0;        // context window in tokens; 0 = the model's training context
+    int n_batch = 512;    // prompt tokens evaluated per forward pass
+    int n_threads = 0;    // 0 = number of hardware threads
+    // Optional host job system (see ParallelForFn). nullptr uses the built-in pool.
+    ParallelForFn parallel_for = nullptr;
+    void* parallel_for_user = nullptr;
+    // Checked between layers and between batches; returning true aborts with StatusCode::aborted.
+    bool (*abort_callback)(void* user) = nullptr;
+    void* abort_user = nullptr;
+};
+
+class Context {
+public:
+    static Status create(std::shared_ptr<const Model> model, const ContextParams& params,
+                         std::unique_ptr<Context>& out);
+    ~Context();
+    Context(const Context&) = delete;
+    Context& operator=(const Context&) = delete;
+
+    // Appends tokens to the sequence and evaluates them (in batches of n_batch).
+    // Afterwards logits() holds the prediction after the last token. When
+    // `all_logits` is non-null it receives n * n_vocab floats, one row per token.
+    Status eval(const int32_t* tokens, size_t n, std::vector<float>* all_logits = nullptr);
+    Status eval(const std::vector<int32_t>& tokens, std::vector<float>* all_logits = nullptr) {
+        return eval(tokens.data(), tokens.size(), all_logits);
+    }
+    // Last row of logits (n_vocab floats); valid after a successful eval.
+    const float* logits() const;
+
+    int n_past() const;       // tokens in the KV cache
+    int n_ctx() const;
+    int n_threads() const;
+    void reset();             // forget every token
+    Status truncate(int n);   // keep the first n tokens of the cache
+
+    const Model& model() const;
+    const std::vector<int32_t>& tokens() const;  // the tokens in the KV cache
+    size_t kv_cache_bytes() const;
+    size_t scratch_bytes() const;
+
+    struct Impl;
+
+private:
+    Context();
+    std::unique_ptr<Impl> impl_;
+};
+
+// ---------------------------------------------------------------------------
+// Sampler: turns logits into a token. Same params + seed = same tokens, at any
+// thread count.
+// ---------------------------------------------------------------------------
+struct SamplerParams {
+    float temperature = 0.8f;     // <= 0: greedy (argmax)
+    int top_k = 40;               // <= 0: off
+    float top_p = 0.95f;          // >= 1: off
+    float min_p = 0.05f;          // <= 0: off
+    float repeat_penalty = 1.0f;  // 1: off
+    int repeat_last_n = 64;       // how many recent tokens the penalty looks at
+    uint64_t seed = 0xC0FFEEu;
+};
+
+class Sampler {
+public:
+    explicit Sampler(const SamplerParams& params = SamplerParams());
+    // Picks a token from n_vocab logits (not modified).
+    int32_t sample(const float* logits, int n_vocab);
+    // Records a token in the history the repetition penalty looks at
+    // (sample() does not; generate() calls it for prompt and output).
+    void accept(int32_t token);
+    void reset();  // clears the history and reseeds
+    const SamplerParams& params() const { return params_; }
+
+    // The candidates that survive the filters, for inspection and tests:
+    // after apply_filters, `ids`/`probs` hold the kept tokens and their
+    // normalized probabilities, most likely first.
+    void apply_filters(const float* logits, int n_vocab, std::vector<int32_t>& ids,
+                       std::vector<float>& probs) const;
+
+private:
+    SamplerParams params_;
+    uint64_t rng_state_ = 0;
+    std::vector<int32_t> history_;
+    std::vector<std::pair<float, int32_t>> scratch_;
+    double next_uniform();
+};
+
+// ---------------------------------------------------------------------------
+// Generation loop.
+// ---------------------------------------------------------------------------
+struct GenerateParams {
+    int n_predict = 128;   // tokens to generate; < 0 = until end of generation or full context
+    bool stop_at_eog = true;
+};
+
+struct GenerateStats {
+    int n_prompt = 0;          // prompt tokens evaluated
+    int n_generated = 0;       // tokens generated
+    double prompt_seconds = 0;
+    double generate_seconds = 0;
+    bool hit_eog = false;
+    double prompt_tps() const { return prompt_seconds > 0 ? n_prompt / prompt_seconds : 0; }
+    double generate_tps() const { return generate_seconds > 0 ? n_generated / generate_seconds : 0; }
+};
+
+// Receives text as it is produced, always whole UTF-8 characters. Return false to stop.
+using TextCallback = std::function<bool(std::string_view text)>;
+
+// Evaluates `prompt` after what the context already holds, then samples up to
+// n_predict tokens, streaming their text to on_text.
+Status generate(Context& ctx, Sampler& sampler, const std::vector<int32_t>& prompt,
+                const GenerateParams& params, const TextCallback& on_text,
+                GenerateStats* stats = nullptr);
+
+// ---------------------------------------------------------------------------
+// Small utilities.
+// ---------------------------------------------------------------------------
+// Length of the longest prefix of s[0..n) that ends on a whole UTF-8 character.
+size_t utf8_complete_prefix(const char* s, size_t n);
+bool utf8_valid(std::string_view s);
+
+MINIGPT_NS_END

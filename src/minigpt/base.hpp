@@ -1,0 +1,211 @@
+// base: Status, host hooks (logger, allocator), aligned buffers, UTF-8, timing.
+#pragma once
+#include "api.hpp"
+
+#include <algorithm>
+#include <atomic>
+#include <chrono>
+#include <cerrno>
+#include <cmath>
+#include <cstdarg>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <limits>
+#include <new>
+#include <unordered_map>
+#include <utility>
+
+MINIGPT_NS_BEGIN
+
+const char* status_code_name(StatusCode code) {
+    switch (code) {
+        case StatusCode::ok: return "ok";
+        case StatusCode::invalid_argument: return "invalid_argument";
+        case StatusCode::io_error: return "io_error";
+        case StatusCode::bad_format: return "bad_format";
+        case StatusCode::unsupported: return "unsupported";
+        case StatusCode::out_of_memory: return "out_of_memory";
+        case StatusCode::context_full: return "context_full";
+        case StatusCode::aborted: return "aborted";
+        case StatusCode::internal: return "internal";
+    }
+    return "unknown";
+}
+
+std::string Status::to_string() const {
+    if (ok()) return "ok";
+    std::string s = status_code_name(code_);
+    if (!message_.empty()) {
+        s += ": ";
+        s += message_;
+    }
+    return s;
+}
+
+namespace detail {
+
+inline Hooks& hooks() {
+    static Hooks h;
+    return h;
+}
+
+#if defined(__GNUC__) || defined(__clang__)
+__attribute__((format(printf, 2, 3)))
+#endif
+inline void log_msg(LogLevel level, const char* fmt, ...) {
+    const Hooks& h = hooks();
+    if (!h.log || level < h.log_level) return;
+    char buf[1024];
+    va_list ap;
+    va_start(ap, fmt);
+    std::vsnprintf(buf, sizeof buf, fmt, ap);
+    va_end(ap);
+    h.log(h.log_user, level, buf);
+}
+
+#if defined(__GNUC__) || defined(__clang__)
+__attribute__((format(printf, 2, 3)))
+#endif
+inline Status error(StatusCode code, const char* fmt, ...) {
+    char buf[512];
+    va_list ap;
+    va_start(ap, fmt);
+    std::vsnprintf(buf, sizeof buf, fmt, ap);
+    va_end(ap);
+    return Status(code, buf);
+}
+
+// Large buffers (KV cache, scratch) go through MINIGPT_MALLOC when it is defined.
+inline void* raw_alloc(size_t n) {
+#if defined(MINIGPT_MALLOC)
+    return MINIGPT_MALLOC(n);
+#else
+    return std::malloc(n);
+#endif
+}
+inline void raw_free(void* p) {
+#if defined(MINIGPT_FREE)
+    MINIGPT_FREE(p);
+#else
+    std::free(p);
+#endif
+}
+
+// A 64-byte aligned, uninitialised array of T that owns its memory.
+template <typename T>
+class Buffer {
+public:
+    Buffer() = default;
+    Buffer(const Buffer&) = delete;
+    Buffer& operator=(const Buffer&) = delete;
+    Buffer(Buffer&& o) noexcept { swap(o); }
+    Buffer& operator=(Buffer&& o) noexcept { swap(o); return *this; }
+    ~Buffer() { release(); }
+
+    // Returns false (and holds nothing) when the allocation fails or overflows.
+    bool allocate(size_t n) {
+        release();
+        if (n == 0) return true;
+        if (n > (std::numeric_limits<size_t>::max() - 64) / sizeof(T)) return false;
+        raw_ = raw_alloc(n * sizeof(T) + 64);
+        if (!raw_) return false;
+        uintptr_t a = (reinterpret_cast<uintptr_t>(raw_) + 63) & ~uintptr_t(63);
+        data_ = reinterpret_cast<T*>(a);
+        size_ = n;
+        return true;
+    }
+    void release() {
+        if (raw_) raw_free(raw_);
+        raw_ = nullptr;
+        data_ = nullptr;
+        size_ = 0;
+    }
+    T* data() { return data_; }
+    const T* data() const { return data_; }
+    size_t size() const { return size_; }
+    size_t bytes() const { return size_ * sizeof(T); }
+    T& operator[](size_t i) { return data_[i]; }
+    const T& operator[](size_t i) const { return data_[i]; }
+
+private:
+    void swap(Buffer& o) {
+        std::swap(raw_, o.raw_);
+        std::swap(data_, o.data_);
+        std::swap(size_, o.size_);
+    }
+    void* raw_ = nullptr;
+    T* data_ = nullptr;
+    size_t size_ = 0;
+};
+
+inline double now_seconds() {
+    using clock = std::chrono::steady_clock;
+    return std::chrono::duration<double>(clock::now().time_since_epoch()).count();
+}
+
+// Checked arithmetic for sizes read from untrusted files.
+inline bool mul_overflows(uint64_t a, uint64_t b, uint64_t* out) {
+    if (a != 0 && b > std::numeric_limits<uint64_t>::max() / a) return true;
+    *out = a * b;
+    return false;
+}
+inline bool add_overflows(uint64_t a, uint64_t b, uint64_t* out) {
+    if (b > std::numeric_limits<uint64_t>::max() - a) return true;
+    *out = a + b;
+    return false;
+}
+
+// Number of bytes of the UTF-8 sequence that starts with byte c (1 for invalid lead bytes).
+inline int utf8_len(unsigned char c) {
+    if (c < 0x80) return 1;
+    if ((c & 0xE0) == 0xC0) return 2;
+    if ((c & 0xF0) == 0xE0) return 3;
+    if ((c & 0xF8) == 0xF0) return 4;
+    return 1;
+}
+
+}  // namespace detail
+
+size_t utf8_complete_prefix(const char* s, size_t n) {
+    // Look back at most 3 bytes for the lead byte of an unfinished character.
+    size_t back = 0;
+    while (back < 4 && back < n) {
+        unsigned char c = static_cast<unsigned char>(s[n - 1 - back]);
+        if ((c & 0xC0) != 0x80) {  // a lead byte or ASCII
+            int len = detail::utf8_len(c);
+            if (len > 1 && (size_t)len > back + 1) return n - 1 - back;  // incomplete
+            return n;
+        }
+        ++back;
+    }
+    return n;  // only continuation bytes: invalid, hand them out as they are
+}
+
+bool utf8_valid(std::string_view s) {
+    size_t i = 0, n = s.size();
+    while (i < n) {
+        unsigned char c = static_cast<unsigned char>(s[i]);
+        if (c < 0x80) { ++i; continue; }
+        uint32_t cp;
+        int len;
+        if ((c & 0xE0) == 0xC0) { len = 2; cp = c & 0x1F; }
+        else if ((c & 0xF0) == 0xE0) { len = 3; cp = c & 0x0F; }
+        else if ((c & 0xF8) == 0xF0) { len = 4; cp = c & 0x07; }
+        else return false;
+        if (i + len > n) return false;
+        for (int k = 1; k < len; ++k) {
+            unsigned char cc = static_cast<unsigned char>(s[i + k]);
+            if ((cc & 0xC0) != 0x80) return false;
+            cp = (cp << 6) | (cc & 0x3F);
+        }
+        if ((len == 2 && cp < 0x80) || (len == 3 && cp < 0x800) || (len == 4 && cp < 0x10000)) return false;
+        if (cp > 0x10FFFF || (cp >= 0xD800 && cp <= 0xDFFF)) return false;
+        i += len;
+    }
+    return true;
+}
+
+void set_hooks(const Hooks& h) { detail::hooks() = h; }
+
+MINIGPT_NS_END

@@ -1,0 +1,3 @@
+// forward
+#pragma once
+#include "api.hpp"

@@ -1,0 +1,3 @@
+// gguf_writer
+#pragma once
+#include "gguf.hpp"

@@ -1,0 +1,3 @@
+// kernels
+#pragma once
+#include "api.hpp"

@@ -1,0 +1,3 @@
+// kernels_avx2
+#pragma once
+#include "api.hpp"

@@ -1,0 +1,3 @@
+// kernels_avx512
+#pragma once
+#include "api.hpp"

@@ -1,0 +1,3 @@
+// kernels_scalar
+#pragma once
+#include "api.hpp"

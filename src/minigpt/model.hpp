@@ -1,0 +1,3 @@
+// model
+#pragma once
+#include "api.hpp"

@@ -1,0 +1,3 @@
+// quant
+#pragma once
+#include "api.hpp"

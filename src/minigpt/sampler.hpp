@@ -1,0 +1,3 @@
+// sampler
+#pragma once
+#include "api.hpp"

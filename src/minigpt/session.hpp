@@ -1,0 +1,3 @@
+// session
+#pragma once
+#include "api.hpp"

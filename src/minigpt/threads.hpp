@@ -1,0 +1,3 @@
+// threads
+#pragma once
+#include "api.hpp"

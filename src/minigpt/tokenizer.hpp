@@ -1,0 +1,3 @@
+// tokenizer
+#pragma once
+#include "api.hpp"
