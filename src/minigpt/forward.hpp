@@ -1,3 +1,345 @@
-// forward
+// forward: the Context (KV cache, scratch, threads) and the transformer forward
+// pass over a batch of tokens: every matrix product sees all the batch's rows
+// at once, so a prompt is evaluated as matrices, and decode is the m = 1 case.
 #pragma once
-#include "api.hpp"
+#include "model.hpp"
+
+MINIGPT_NS_BEGIN
+namespace detail {
+
+// An activation matrix converted to the format a weight's dot product wants.
+struct Act {
+    const void* data = nullptr;
+    size_t stride = 0;  // bytes per row
+    Type type = Type::F32;
+};
+
+// y = x / sqrt(mean(x^2) + eps) * w, the sum accumulated in double.
+inline void rms_norm(const float* x, const float* w, float* y, int64_t n, float eps) {
+    double sum = 0;
+    for (int64_t i = 0; i < n; ++i) sum += static_cast<double>(x[i] * x[i]);
+    const float mean = static_cast<float>(sum / static_cast<double>(n));
+    const float scale = 1.0f / std::sqrt(mean + eps);
+    for (int64_t i = 0; i < n; ++i) y[i] = (x[i] * scale) * w[i];
+}
+
+// In-place softmax over n values; returns nothing, values sum to 1.
+inline void softmax(float* x, int64_t n) {
+    float mx = -std::numeric_limits<float>::infinity();
+    for (int64_t i = 0; i < n; ++i) mx = std::max(mx, x[i]);
+    double sum = 0;
+    for (int64_t i = 0; i < n; ++i) {
+        float e = std::exp(x[i] - mx);
+        x[i] = e;
+        sum += e;
+    }
+    const float inv = static_cast<float>(1.0 / sum);
+    scale_f32(n, inv, x);
+}
+
+inline float silu(float x) { return x / (1.0f + std::exp(-x)); }
+
+// RoPE angles for one position: cs[2i] = cos(theta_i), cs[2i+1] = sin(theta_i)
+// with theta_i = pos * base^(-2i/n_rot), the power built up by repeated float
+// multiplication.
+inline void rope_angles(int pos, int n_rot, float base, float* cs) {
+    const float theta_scale = std::pow(base, -2.0f / static_cast<float>(n_rot));
+    float theta = static_cast<float>(pos);
+    for (int i = 0; i < n_rot / 2; ++i) {
+        cs[2 * i] = std::cos(theta);
+        cs[2 * i + 1] = std::sin(theta);
+        theta *= theta_scale;
+    }
+}
+
+// Rotates the first n_rot values of each of n_heads heads of size head_dim.
+inline void rope_apply(float* x, int n_heads, int head_dim, int n_rot, const float* cs, RopeKind kind) {
+    for (int h = 0; h < n_heads; ++h) {
+        float* v = x + static_cast<size_t>(h) * head_dim;
+        const int half = n_rot / 2;
+        for (int i = 0; i < half; ++i) {
+            const float c = cs[2 * i], s = cs[2 * i + 1];
+            const int a = kind == RopeKind::normal ? 2 * i : i;
+            const int b = kind == RopeKind::normal ? 2 * i + 1 : i + half;
+            const float x0 = v[a], x1 = v[b];
+            v[a] = x0 * c - x1 * s;
+            v[b] = x0 * s + x1 * c;
+        }
+    }
+}
+
+}  // namespace detail
+
+struct Context::Impl {
+    std::shared_ptr<const Model> model_ref;
+    const Model::Impl* m = nullptr;
+    detail::Hparams hp;
+    ContextParams params;
+    int n_ctx = 0, n_batch = 0, n_threads = 1;
+    detail::ThreadPool pool;
+    detail::Parallel par;
+
+    detail::Buffer<float> kcache, vcache;  // [n_layer][n_ctx][kv_dim]
+    detail::Buffer<float> x, xn, q, k, v, att, gate, up, out, rope_cs, scores;
+    detail::Buffer<uint8_t> act_buf[3];
+    size_t act_bytes_per_buf = 0;
+    int n_chunks_max = 1;
+
+    std::vector<float> last_logits;
+    std::vector<int32_t> tokens;
+
+    Status init();
+    Status forward(const int32_t* toks, int m, float* logits_out, bool all_rows);
+    detail::Act make_act(const float* src, int64_t m, int64_t n, detail::Type vt, int slot);
+    void matmul(const detail::Weight& w, const detail::Act& a, int64_t m, float* y);
+    void attention(int layer, int m, int n_past);
+    bool aborted() const { return params.abort_callback && params.abort_callback(params.abort_user); }
+    size_t scratch_bytes() const;
+};
+
+Status Context::Impl::init() {
+    using namespace detail;
+    hp = m->hp;
+    if (params.n_ctx < 0) return error(StatusCode::invalid_argument, "n_ctx %d is negative", params.n_ctx);
+    n_ctx = params.n_ctx > 0 ? params.n_ctx : std::min(hp.n_ctx_train, 4096);
+    if (n_ctx > (1 << 20)) return error(StatusCode::invalid_argument, "n_ctx %d is larger than 1048576", n_ctx);
+    if (params.n_batch < 0) return error(StatusCode::invalid_argument, "n_batch %d is negative", params.n_batch);
+    n_batch = std::min(params.n_batch > 0 ? params.n_batch : 512, n_ctx);
+    if (params.n_threads < 0 || params.n_threads > 1024)
+        return error(StatusCode::invalid_argument, "n_threads %d is outside [0, 1024]", params.n_threads);
+    n_threads = params.n_threads;
+#if MINIGPT_THREADS
+    if (n_threads == 0) n_threads = std::max(1, static_cast<int>(std::thread::hardware_concurrency()));
+#else
+    n_threads = 1;
+#endif
+    if (params.parallel_for) {
+        par.host = params.parallel_for;
+        par.host_user = params.parallel_for_user;
+    } else {
+        Status st = pool.start(n_threads);
+        if (!st.ok()) return st;
+        par.pool = &pool;
+    }
+    par.n_threads = n_threads;
+    n_chunks_max = n_threads > 1 ? n_threads * 4 : 1;
+
+    const size_t B = static_cast<size_t>(n_batch);
+    const size_t E = static_cast<size_t>(hp.n_embd), Q = static_cast<size_t>(hp.q_dim()),
+                 KV = static_cast<size_t>(hp.kv_dim()), F = static_cast<size_t>(hp.n_ff);
+    uint64_t cache_elems;
+    if (mul_overflows(static_cast<uint64_t>(hp.n_layer) * static_cast<uint64_t>(n_ctx), KV, &cache_elems) ||
+        cache_elems > (uint64_t(1) << 40))
+        return error(StatusCode::out_of_memory, "KV cache for n_ctx %d is too large", n_ctx);
+    bool ok = kcache.allocate(cache_elems) && vcache.allocate(cache_elems);
+    ok = ok && x.allocate(B * E) && xn.allocate(B * E) && q.allocate(B * Q) && k.allocate(B * KV) &&
+         v.allocate(B * KV) && att.allocate(B * Q) && gate.allocate(B * F) && up.allocate(B * F) &&
+         out.allocate(B * std::max(E, static_cast<size_t>(hp.n_vocab))) &&
+         rope_cs.allocate(B * static_cast<size_t>(hp.n_rot)) &&
+         scores.allocate(static_cast<size_t>(n_chunks_max) * static_cast<size_t>(n_ctx));
+    act_bytes_per_buf = B * std::max({E, Q, F}) * sizeof(float);
+    for (auto& b : act_buf) ok = ok && b.allocate(act_bytes_per_buf);
+    if (!ok)
+        return error(StatusCode::out_of_memory, "cannot allocate the KV cache (%zu bytes) and scratch for n_ctx %d",
+                     static_cast<size_t>(cache_elems * 2 * sizeof(float)), n_ctx);
+    last_logits.assign(static_cast<size_t>(hp.n_vocab), 0.0f);
+    return Status();
+}
+
+size_t Context::Impl::scratch_bytes() const {
+    size_t s = x.bytes() + xn.bytes() + q.bytes() + k.bytes() + v.bytes() + att.bytes() + gate.bytes() + up.bytes() +
+               out.bytes() + rope_cs.bytes() + scores.bytes();
+    for (auto& b : act_buf) s += b.bytes();
+    return s;
+}
+
+detail::Act Context::Impl::make_act(const float* src, int64_t rows, int64_t n, detail::Type vt, int slot) {
+    using namespace detail;
+    Act a;
+    a.type = vt;
+    if (vt == Type::F32) {
+        a.data = src;
+        a.stride = static_cast<size_t>(n) * sizeof(float);
+        return a;
+    }
+    a.stride = row_bytes(vt, n);
+    uint8_t* dst = act_buf[slot].data();
+    for (int64_t r = 0; r < rows; ++r) quantize_row(vt, src + r * n, dst + r * a.stride, n);
+    a.data = dst;
+    return a;
+}
+
+void Context::Impl::matmul(const detail::Weight& w, const detail::Act& a, int64_t rows_in, float* y) {
+    using namespace detail;
+    // Enough work per chunk that handing it to another thread pays.
+    const int64_t work_per_row = w.cols * rows_in;
+    int64_t grain = std::max<int64_t>(4, (int64_t(1) << 16) / std::max<int64_t>(1, work_per_row));
+    grain = (grain + 3) / 4 * 4;
+    const Weight* wp = &w;
+    par.for_range(w.rows, grain, [&](int64_t b, int64_t e, int) {
+        matmul_rows(wp->type, wp->data, wp->row_stride, wp->cols, b, e, a.data, a.stride, rows_in, y, wp->rows);
+    });
+}
+
+void Context::Impl::attention(int layer, int m, int n_past) {
+    using namespace detail;
+    const int H = hp.n_head, D = hp.head_dim, KV = hp.kv_dim(), Qd = hp.q_dim();
+    const int group = hp.n_head / hp.n_head_kv;
+    const float scale = 1.0f / std::sqrt(static_cast<float>(D));
+    const float* K = kcache.data() + static_cast<size_t>(layer) * n_ctx * KV;
+    const float* V = vcache.data() + static_cast<size_t>(layer) * n_ctx * KV;
+    par.for_range(static_cast<int64_t>(m) * H, 1, [&](int64_t b, int64_t e, int chunk) {
+        float* s = scores.data() + static_cast<size_t>(chunk) * n_ctx;
+        for (int64_t job = b; job < e; ++job) {
+            const int i = static_cast<int>(job / H), h = static_cast<int>(job % H);
+            const int pos = n_past + i;
+            const int kvh = h / group;
+            const float* qv = q.data() + static_cast<size_t>(i) * Qd + static_cast<size_t>(h) * D;
+            for (int t = 0; t <= pos; ++t) s[t] = dot_f32(qv, K + static_cast<size_t>(t) * KV + kvh * D, D) * scale;
+            softmax(s, pos + 1);
+            float* o = att.data() + static_cast<size_t>(i) * Qd + static_cast<size_t>(h) * D;
+            std::memset(o, 0, sizeof(float) * D);
+            for (int t = 0; t <= pos; ++t) axpy_f32(D, s[t], V + static_cast<size_t>(t) * KV + kvh * D, o);
+        }
+    });
+}
+
+// Evaluates m tokens at positions n_past... Writes the logits of every row
+// (all_rows) or of the last row only to logits_out.
+Status Context::Impl::forward(const int32_t* toks, int n_tok, float* logits_out, bool all_rows) {
+    const int m = n_tok;
+    using namespace detail;
+    const int n_past = static_cast<int>(tokens.size());
+    const int E = hp.n_embd, Qd = hp.q_dim(), KVd = hp.kv_dim(), F = hp.n_ff;
+    const Model::Impl& M = *this->m;
+
+    // Token embeddings: exact dequantization of the rows.
+    for (int i = 0; i < m; ++i) {
+        const Weight& te = M.token_embd;
+        dequantize_row(te.type, te.data + static_cast<size_t>(toks[i]) * te.row_stride, x.data() + static_cast<size_t>(i) * E, E);
+    }
+    for (int i = 0; i < m; ++i) rope_angles(n_past + i, hp.n_rot, hp.rope_base, rope_cs.data() + static_cast<size_t>(i) * hp.n_rot);
+
+    for (int l = 0; l < hp.n_layer; ++l) {
+        if (aborted()) return error(StatusCode::aborted, "aborted by the abort callback");
+        const LayerWeights& L = M.layers[static_cast<size_t>(l)];
+        for (int i = 0; i < m; ++i)
+            rms_norm(x.data() + static_cast<size_t>(i) * E, reinterpret_cast<const float*>(L.attn_norm.data),
+                     xn.data() + static_cast<size_t>(i) * E, E, hp.norm_eps);
+
+        // Q, K, V projections (the activations converted once per format).
+        const Type tq = vec_dot_type(L.wq.type), tk = vec_dot_type(L.wk.type), tv = vec_dot_type(L.wv.type);
+        Act aq = make_act(xn.data(), m, E, tq, 0);
+        Act ak = tk == tq ? aq : make_act(xn.data(), m, E, tk, 1);
+        Act av = tv == tq ? aq : tv == tk ? ak : make_act(xn.data(), m, E, tv, 2);
+        matmul(L.wq, aq, m, q.data());
+        matmul(L.wk, ak, m, k.data());
+        matmul(L.wv, av, m, v.data());
+
+        // RoPE, then append K and V to the cache.
+        for (int i = 0; i < m; ++i) {
+            const float* cs = rope_cs.data() + static_cast<size_t>(i) * hp.n_rot;
+            rope_apply(q.data() + static_cast<size_t>(i) * Qd, hp.n_head, hp.head_dim, hp.n_rot, cs, hp.rope);
+            rope_apply(k.data() + static_cast<size_t>(i) * KVd, hp.n_head_kv, hp.head_dim, hp.n_rot, cs, hp.rope);
+        }
+        const size_t layer_off = static_cast<size_t>(l) * n_ctx * KVd;
+        std::memcpy(kcache.data() + layer_off + static_cast<size_t>(n_past) * KVd, k.data(), sizeof(float) * m * KVd);
+        std::memcpy(vcache.data() + layer_off + static_cast<size_t>(n_past) * KVd, v.data(), sizeof(float) * m * KVd);
+
+        attention(l, m, n_past);
+
+        Act ao = make_act(att.data(), m, Qd, vec_dot_type(L.wo.type), 0);
+        matmul(L.wo, ao, m, out.data());
+        for (size_t i = 0; i < static_cast<size_t>(m) * E; ++i) x[i] += out[i];
+
+        // Feed-forward: down(silu(gate(x)) * up(x)).
+        for (int i = 0; i < m; ++i)
+            rms_norm(x.data() + static_cast<size_t>(i) * E, reinterpret_cast<const float*>(L.ffn_norm.data),
+                     xn.data() + static_cast<size_t>(i) * E, E, hp.norm_eps);
+        const Type tg = vec_dot_type(L.w_gate.type), tu = vec_dot_type(L.w_up.type);
+        Act ag = make_act(xn.data(), m, E, tg, 0);
+        Act au = tu == tg ? ag : make_act(xn.data(), m, E, tu, 1);
+        matmul(L.w_gate, ag, m, gate.data());
+        matmul(L.w_up, au, m, up.data());
+        for (size_t i = 0; i < static_cast<size_t>(m) * F; ++i) gate[i] = silu(gate[i]) * up[i];
+        Act ad = make_act(gate.data(), m, F, vec_dot_type(L.w_down.type), 0);
+        matmul(L.w_down, ad, m, out.data());
+        for (size_t i = 0; i < static_cast<size_t>(m) * E; ++i) x[i] += out[i];
+    }
+    if (aborted()) return error(StatusCode::aborted, "aborted by the abort callback");
+
+    // Output norm and logits for the rows asked for.
+    const int first = all_rows ? 0 : m - 1;
+    const int rows = m - first;
+    for (int i = 0; i < rows; ++i)
+        rms_norm(x.data() + static_cast<size_t>(first + i) * E, reinterpret_cast<const float*>(M.output_norm.data),
+                 xn.data() + static_cast<size_t>(i) * E, E, hp.norm_eps);
+    Act ao = make_act(xn.data(), rows, E, vec_dot_type(M.output.type), 0);
+    matmul(M.output, ao, rows, logits_out);
+    tokens.insert(tokens.end(), toks, toks + m);
+    return Status();
+}
+
+Context::Context() : impl_(new Impl) {}
+Context::~Context() = default;
+
+Status Context::create(std::shared_ptr<const Model> model, const ContextParams& params, std::unique_ptr<Context>& out) {
+    out.reset();
+    if (!model) return detail::error(StatusCode::invalid_argument, "Context::create: no model");
+    if (model->impl().vocab_only)
+        return detail::error(StatusCode::invalid_argument, "Context::create: the model was loaded with vocab_only");
+    std::unique_ptr<Context> c(new Context());
+    c->impl_->model_ref = model;
+    c->impl_->m = &model->impl();
+    c->impl_->params = params;
+    Status st = c->impl_->init();
+    if (!st.ok()) return st;
+    out = std::move(c);
+    return Status();
+}
+
+Status Context::eval(const int32_t* toks, size_t n, std::vector<float>* all_logits) {
+    Impl& c = *impl_;
+    if (n == 0) return detail::error(StatusCode::invalid_argument, "eval: no tokens");
+    if (!toks) return detail::error(StatusCode::invalid_argument, "eval: null token array");
+    const int V = c.hp.n_vocab;
+    for (size_t i = 0; i < n; ++i)
+        if (toks[i] < 0 || toks[i] >= V)
+            return detail::error(StatusCode::invalid_argument, "eval: token id %d at index %zu is outside [0, %d)", toks[i], i, V);
+    if (n > static_cast<size_t>(c.n_ctx) - c.tokens.size())
+        return detail::error(StatusCode::context_full, "eval: %zu tokens do not fit: %zu of %d context positions are used",
+                             n, c.tokens.size(), c.n_ctx);
+    if (all_logits) all_logits->assign(n * static_cast<size_t>(V), 0.0f);
+    size_t done = 0;
+    while (done < n) {
+        const int m = static_cast<int>(std::min(n - done, static_cast<size_t>(c.n_batch)));
+        const bool last = done + static_cast<size_t>(m) == n;
+        float* dst = all_logits ? all_logits->data() + done * V : c.out.data();
+        Status st = c.forward(toks + done, m, dst, all_logits != nullptr);
+        if (!st.ok()) return st;
+        if (last) {
+            const float* row = all_logits ? dst + static_cast<size_t>(m - 1) * V : dst;
+            std::memcpy(c.last_logits.data(), row, sizeof(float) * V);
+        }
+        done += static_cast<size_t>(m);
+    }
+    return Status();
+}
+
+const float* Context::logits() const { return impl_->last_logits.data(); }
+int Context::n_past() const { return static_cast<int>(impl_->tokens.size()); }
+int Context::n_ctx() const { return impl_->n_ctx; }
+int Context::n_threads() const { return impl_->n_threads; }
+void Context::reset() { impl_->tokens.clear(); }
+Status Context::truncate(int n) {
+    if (n < 0 || n > n_past())
+        return detail::error(StatusCode::invalid_argument, "truncate: %d is outside [0, %d]", n, n_past());
+    impl_->tokens.resize(static_cast<size_t>(n));
+    return Status();
+}
+const Model& Context::model() const { return *impl_->model_ref; }
+const std::vector<int32_t>& Context::tokens() const { return impl_->tokens; }
+size_t Context::kv_cache_bytes() const { return impl_->kcache.bytes() + impl_->vcache.bytes(); }
+size_t Context::scratch_bytes() const { return impl_->scratch_bytes(); }
+
+MINIGPT_NS_END

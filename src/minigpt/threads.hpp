@@ -1,3 +1,186 @@
-// threads
+// threads: a persistent pool that runs parallel_for jobs. Workers spin for a
+// short while after a job (the next one usually follows within microseconds
+// during a forward pass), then sleep on a condition variable, so an idle
+// host never pays for them.
 #pragma once
-#include "api.hpp"
+#include "kernels.hpp"
+
+#if MINIGPT_THREADS
+#  include <condition_variable>
+#  include <mutex>
+#  include <thread>
+#endif
+
+MINIGPT_NS_BEGIN
+namespace detail {
+
+using TaskFn = void (*)(void* arg, int i);
+
+inline void cpu_relax() {
+#if defined(__x86_64__) || defined(__i386__) || defined(_M_X64)
+    __builtin_ia32_pause();
+#elif defined(__aarch64__)
+    __asm__ __volatile__("yield");
+#endif
+}
+
+class ThreadPool {
+public:
+    ThreadPool() = default;
+    ThreadPool(const ThreadPool&) = delete;
+    ThreadPool& operator=(const ThreadPool&) = delete;
+    ~ThreadPool() { stop(); }
+
+    // Starts n_threads - 1 workers (the caller of run() is the n-th thread).
+    Status start(int n_threads) {
+        stop();
+#if MINIGPT_THREADS
+        n_threads_ = n_threads < 1 ? 1 : n_threads;
+        workers_.reserve(static_cast<size_t>(n_threads_ - 1));
+        for (int i = 1; i < n_threads_; ++i) workers_.emplace_back([this] { worker_loop(); });
+#else
+        (void)n_threads;
+        n_threads_ = 1;
+#endif
+        return Status();
+    }
+
+    int size() const { return n_threads_; }
+
+    // Runs fn(arg, i) for every i in [0, n_tasks) and returns when all are done.
+    void run(int n_tasks, TaskFn fn, void* arg) {
+        if (n_tasks <= 0) return;
+#if MINIGPT_THREADS
+        if (n_threads_ > 1 && n_tasks > 1) {
+            job_fn_ = fn;
+            job_arg_ = arg;
+            job_tasks_ = n_tasks;
+            next_.store(0, std::memory_order_relaxed);
+            pending_.store(n_tasks, std::memory_order_relaxed);
+            {
+                std::lock_guard<std::mutex> lock(mutex_);
+                generation_.fetch_add(1, std::memory_order_release);
+            }
+            wake_.notify_all();
+            work();
+            // Wait for the tasks the workers took.
+            int spins = 0;
+            while (pending_.load(std::memory_order_acquire) != 0) {
+                if (++spins < 100000) {
+                    cpu_relax();
+                } else {
+                    std::unique_lock<std::mutex> lock(mutex_);
+                    done_.wait(lock, [this] { return pending_.load(std::memory_order_acquire) == 0; });
+                }
+            }
+            return;
+        }
+#endif
+        for (int i = 0; i < n_tasks; ++i) fn(arg, i);
+    }
+
+private:
+#if MINIGPT_THREADS
+    void work() {
+        for (;;) {
+            int i = next_.fetch_add(1, std::memory_order_relaxed);
+            if (i >= job_tasks_) return;
+            job_fn_(job_arg_, i);
+            if (pending_.fetch_sub(1, std::memory_order_acq_rel) == 1) {
+                std::lock_guard<std::mutex> lock(mutex_);
+                done_.notify_all();
+            }
+        }
+    }
+
+    void worker_loop() {
+        uint64_t seen = generation_.load(std::memory_order_acquire);
+        for (;;) {
+            // Spin briefly for the next job, then sleep.
+            int spins = 0;
+            while (generation_.load(std::memory_order_acquire) == seen && !quit_.load(std::memory_order_acquire)) {
+                if (++spins < 20000) {
+                    cpu_relax();
+                    continue;
+                }
+                std::unique_lock<std::mutex> lock(mutex_);
+                wake_.wait(lock, [&] {
+                    return generation_.load(std::memory_order_acquire) != seen || quit_.load(std::memory_order_acquire);
+                });
+            }
+            if (quit_.load(std::memory_order_acquire)) return;
+            seen = generation_.load(std::memory_order_acquire);
+            work();
+        }
+    }
+#endif
+
+    void stop() {
+#if MINIGPT_THREADS
+        if (!workers_.empty()) {
+            {
+                std::lock_guard<std::mutex> lock(mutex_);
+                quit_.store(true, std::memory_order_release);
+            }
+            wake_.notify_all();
+            for (auto& t : workers_) t.join();
+            workers_.clear();
+        }
+        quit_.store(false);
+#endif
+        n_threads_ = 1;
+    }
+
+    int n_threads_ = 1;
+#if MINIGPT_THREADS
+    std::vector<std::thread> workers_;
+    std::mutex mutex_;
+    std::condition_variable wake_, done_;
+    std::atomic<uint64_t> generation_{0};
+    std::atomic<bool> quit_{false};
+    std::atomic<int> next_{0};
+    std::atomic<int> pending_{0};
+    TaskFn job_fn_ = nullptr;
+    void* job_arg_ = nullptr;
+    int job_tasks_ = 0;
+#endif
+};
+
+// Runs tasks on the host's parallel_for when one is set, else on the pool.
+struct Parallel {
+    ThreadPool* pool = nullptr;
+    ParallelForFn host = nullptr;
+    void* host_user = nullptr;
+    int n_threads = 1;
+
+    void run(int n_tasks, TaskFn fn, void* arg) const {
+        if (n_tasks <= 0) return;
+        if (n_tasks == 1) { fn(arg, 0); return; }
+        if (host) { host(host_user, n_tasks, fn, arg); return; }
+        if (pool) { pool->run(n_tasks, fn, arg); return; }
+        for (int i = 0; i < n_tasks; ++i) fn(arg, i);
+    }
+
+    // Calls f(begin, end, chunk) on chunks of [0, n) in parallel; chunk sizes are
+    // multiples of `grain` and there are at most 4 * n_threads chunks.
+    template <typename F>
+    void for_range(int64_t n, int64_t grain, F&& f) const {
+        if (n <= 0) return;
+        if (grain < 1) grain = 1;
+        int64_t max_chunks = (n + grain - 1) / grain;
+        int64_t chunks = std::min<int64_t>(max_chunks, n_threads > 1 ? n_threads * 4 : 1);
+        if (chunks <= 1) { f(int64_t(0), n, 0); return; }
+        int64_t per = ((n + chunks - 1) / chunks + grain - 1) / grain * grain;
+        chunks = (n + per - 1) / per;
+        struct Ctx { F* f; int64_t n, per; } c{&f, n, per};
+        run(static_cast<int>(chunks), [](void* a, int i) {
+            Ctx* c = static_cast<Ctx*>(a);
+            int64_t b = static_cast<int64_t>(i) * c->per;
+            int64_t e = std::min(c->n, b + c->per);
+            if (b < e) (*c->f)(b, e, i);
+        }, &c);
+    }
+};
+
+}  // namespace detail
+MINIGPT_NS_END
