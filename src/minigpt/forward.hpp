@@ -37,17 +37,62 @@ inline void softmax(float* x, int64_t n) {
     scale_f32(n, inv, x);
 }
 
+// y = (x - mean) / sqrt(var + eps) * w + b, sums in double.
+inline void layer_norm(const float* x, const float* w, const float* b, float* y, int64_t n, float eps) {
+    double sum = 0;
+    for (int64_t i = 0; i < n; ++i) sum += x[i];
+    const float mean = static_cast<float>(sum / static_cast<double>(n));
+    double var = 0;
+    for (int64_t i = 0; i < n; ++i) {
+        const float d = x[i] - mean;
+        y[i] = d;
+        var += static_cast<double>(d * d);
+    }
+    const float scale = 1.0f / std::sqrt(static_cast<float>(var / static_cast<double>(n)) + eps);
+    for (int64_t i = 0; i < n; ++i) y[i] = y[i] * scale * w[i] + (b ? b[i] : 0.0f);
+}
+
 inline float silu(float x) { return x / (1.0f + std::exp(-x)); }
 
+// GELU (tanh form) evaluated as y = f16(gelu(f16(x))) for |x| < 10, through a
+// table over every half-precision value: the numbers GPT-2 models were
+// validated with on CPUs.
+inline float gelu_exact(float x) {
+    const float k = 0.79788456080286535587989211986876f;  // sqrt(2/pi)
+    return 0.5f * x * (1.0f + std::tanh(k * x * (1.0f + 0.044715f * x * x)));
+}
+inline const uint16_t* gelu_table() {
+    static const std::vector<uint16_t> table = [] {
+        std::vector<uint16_t> t(65536);
+        for (uint32_t i = 0; i < 65536; ++i) t[i] = fp32_to_fp16(gelu_exact(fp16_to_fp32(static_cast<uint16_t>(i))));
+        return t;
+    }();
+    return table.data();
+}
+inline float gelu(float x, const uint16_t* table) {
+    if (x <= -10.0f) return 0.0f;
+    if (x >= 10.0f) return x;
+    return fp16_to_fp32(table[fp32_to_fp16(x)]);
+}
+
+inline void add_bias(float* y, const Weight& b, int64_t rows, int64_t n) {
+    if (!b) return;
+    const float* bb = reinterpret_cast<const float*>(b.data);
+    for (int64_t r = 0; r < rows; ++r)
+        for (int64_t i = 0; i < n; ++i) y[r * n + i] += bb[i];
+}
+
 // RoPE angles for one position: cs[2i] = cos(theta_i), cs[2i+1] = sin(theta_i)
-// with theta_i = pos * base^(-2i/n_rot), the power built up by repeated float
-// multiplication.
-inline void rope_angles(int pos, int n_rot, float base, float* cs) {
+// with theta_i = pos * base^(-2i/n_rot) (the power built up by repeated float
+// multiplication), divided by the per-pair frequency factor when the model has
+// one and scaled by freq_scale (linear RoPE scaling).
+inline void rope_angles(int pos, int n_rot, float base, float freq_scale, const float* freq_factors, float* cs) {
     const float theta_scale = std::pow(base, -2.0f / static_cast<float>(n_rot));
     float theta = static_cast<float>(pos);
     for (int i = 0; i < n_rot / 2; ++i) {
-        cs[2 * i] = std::cos(theta);
-        cs[2 * i + 1] = std::sin(theta);
+        const float t = freq_scale * (freq_factors ? theta / freq_factors[i] : theta);
+        cs[2 * i] = std::cos(t);
+        cs[2 * i + 1] = std::sin(t);
         theta *= theta_scale;
     }
 }
@@ -80,7 +125,8 @@ struct Context::Impl {
     detail::Parallel par;
 
     detail::Buffer<float> kcache, vcache;  // [n_layer][n_ctx][kv_dim]
-    detail::Buffer<float> x, xn, q, k, v, att, gate, up, out, rope_cs, scores;
+    detail::Buffer<float> x, xn, q, k, v, qkv, att, gate, up, out, rope_cs, scores;
+    const uint16_t* gelu = nullptr;
     detail::Buffer<uint8_t> act_buf[3];
     size_t act_bytes_per_buf = 0;
     int n_chunks_max = 1;
@@ -102,6 +148,9 @@ Status Context::Impl::init() {
     hp = m->hp;
     if (params.n_ctx < 0) return error(StatusCode::invalid_argument, "n_ctx %d is negative", params.n_ctx);
     n_ctx = params.n_ctx > 0 ? params.n_ctx : std::min(hp.n_ctx_train, 4096);
+    if (hp.traits.pos_embd && n_ctx > hp.n_ctx_train)
+        return error(StatusCode::invalid_argument, "n_ctx %d exceeds the %d positions this %s model has embeddings for",
+                     n_ctx, hp.n_ctx_train, hp.traits.name);
     if (n_ctx > (1 << 20)) return error(StatusCode::invalid_argument, "n_ctx %d is larger than 1048576", n_ctx);
     if (params.n_batch < 0) return error(StatusCode::invalid_argument, "n_batch %d is negative", params.n_batch);
     n_batch = std::min(params.n_batch > 0 ? params.n_batch : 512, n_ctx);
@@ -135,7 +184,8 @@ Status Context::Impl::init() {
     ok = ok && x.allocate(B * E) && xn.allocate(B * E) && q.allocate(B * Q) && k.allocate(B * KV) &&
          v.allocate(B * KV) && att.allocate(B * Q) && gate.allocate(B * F) && up.allocate(B * F) &&
          out.allocate(B * std::max(E, static_cast<size_t>(hp.n_vocab))) &&
-         rope_cs.allocate(B * static_cast<size_t>(hp.n_rot)) &&
+         rope_cs.allocate(B * static_cast<size_t>(std::max(hp.n_rot, 2))) &&
+         (!hp.traits.fused_qkv || qkv.allocate(B * (Q + 2 * KV))) &&
          scores.allocate(static_cast<size_t>(n_chunks_max) * static_cast<size_t>(n_ctx));
     act_bytes_per_buf = B * std::max({E, Q, F}) * sizeof(float);
     for (auto& b : act_buf) ok = ok && b.allocate(act_bytes_per_buf);
@@ -143,11 +193,12 @@ Status Context::Impl::init() {
         return error(StatusCode::out_of_memory, "cannot allocate the KV cache (%zu bytes) and scratch for n_ctx %d",
                      static_cast<size_t>(cache_elems * 2 * sizeof(float)), n_ctx);
     last_logits.assign(static_cast<size_t>(hp.n_vocab), 0.0f);
+    if (hp.traits.ffn == FfnKind::gelu) gelu = gelu_table();
     return Status();
 }
 
 size_t Context::Impl::scratch_bytes() const {
-    size_t s = x.bytes() + xn.bytes() + q.bytes() + k.bytes() + v.bytes() + att.bytes() + gate.bytes() + up.bytes() +
+    size_t s = x.bytes() + xn.bytes() + qkv.bytes() + q.bytes() + k.bytes() + v.bytes() + att.bytes() + gate.bytes() + up.bytes() +
                out.bytes() + rope_cs.bytes() + scores.bytes();
     for (auto& b : act_buf) s += b.bytes();
     return s;
@@ -213,34 +264,72 @@ Status Context::Impl::forward(const int32_t* toks, int n_tok, float* logits_out,
     const int E = hp.n_embd, Qd = hp.q_dim(), KVd = hp.kv_dim(), F = hp.n_ff;
     const Model::Impl& M = *this->m;
 
-    // Token embeddings: exact dequantization of the rows.
+    const ArchTraits& arch = hp.traits;
+    auto norm = [&](const float* src, const Weight& w, const Weight& b, float* dst) {
+        const float* wp = reinterpret_cast<const float*>(w.data);
+        if (arch.norm == NormKind::rms) rms_norm(src, wp, dst, E, hp.norm_eps);
+        else layer_norm(src, wp, b ? reinterpret_cast<const float*>(b.data) : nullptr, dst, E, hp.norm_eps);
+    };
+
+    // Token embeddings (exact dequantization of the rows), plus learned positions.
     for (int i = 0; i < m; ++i) {
         const Weight& te = M.token_embd;
-        dequantize_row(te.type, te.data + static_cast<size_t>(toks[i]) * te.row_stride, x.data() + static_cast<size_t>(i) * E, E);
+        float* xi = x.data() + static_cast<size_t>(i) * E;
+        dequantize_row(te.type, te.data + static_cast<size_t>(toks[i]) * te.row_stride, xi, E);
+        if (arch.pos_embd) {
+            const Weight& pe = M.pos_embd;
+            dequantize_row(pe.type, pe.data + static_cast<size_t>(n_past + i) * pe.row_stride, out.data(), E);
+            for (int j = 0; j < E; ++j) xi[j] += out[j];
+        }
     }
-    for (int i = 0; i < m; ++i) rope_angles(n_past + i, hp.n_rot, hp.rope_base, rope_cs.data() + static_cast<size_t>(i) * hp.n_rot);
+    const float* freq_factors = M.rope_freqs ? reinterpret_cast<const float*>(M.rope_freqs.data) : nullptr;
+    for (int i = 0; i < m && hp.n_rot > 0; ++i)
+        rope_angles(n_past + i, hp.n_rot, hp.rope_base, hp.rope_freq_scale, freq_factors,
+                    rope_cs.data() + static_cast<size_t>(i) * hp.n_rot);
 
     for (int l = 0; l < hp.n_layer; ++l) {
         if (aborted()) return error(StatusCode::aborted, "aborted by the abort callback");
         const LayerWeights& L = M.layers[static_cast<size_t>(l)];
         for (int i = 0; i < m; ++i)
-            rms_norm(x.data() + static_cast<size_t>(i) * E, reinterpret_cast<const float*>(L.attn_norm.data),
-                     xn.data() + static_cast<size_t>(i) * E, E, hp.norm_eps);
+            norm(x.data() + static_cast<size_t>(i) * E, L.attn_norm, L.attn_norm_b, xn.data() + static_cast<size_t>(i) * E);
 
         // Q, K, V projections (the activations converted once per format).
-        const Type tq = vec_dot_type(L.wq.type), tk = vec_dot_type(L.wk.type), tv = vec_dot_type(L.wv.type);
-        Act aq = make_act(xn.data(), m, E, tq, 0);
-        Act ak = tk == tq ? aq : make_act(xn.data(), m, E, tk, 1);
-        Act av = tv == tq ? aq : tv == tk ? ak : make_act(xn.data(), m, E, tv, 2);
-        matmul(L.wq, aq, m, q.data());
-        matmul(L.wk, ak, m, k.data());
-        matmul(L.wv, av, m, v.data());
+        if (arch.fused_qkv) {
+            const int W = Qd + 2 * KVd;
+            Act a = make_act(xn.data(), m, E, vec_dot_type(L.wqkv.type), 0);
+            matmul(L.wqkv, a, m, qkv.data());
+            add_bias(qkv.data(), L.bqkv, m, W);
+            for (int i = 0; i < m; ++i) {
+                const float* row = qkv.data() + static_cast<size_t>(i) * W;
+                std::memcpy(q.data() + static_cast<size_t>(i) * Qd, row, sizeof(float) * Qd);
+                std::memcpy(k.data() + static_cast<size_t>(i) * KVd, row + Qd, sizeof(float) * KVd);
+                std::memcpy(v.data() + static_cast<size_t>(i) * KVd, row + Qd + KVd, sizeof(float) * KVd);
+            }
+        } else {
+            const Type tq = vec_dot_type(L.wq.type), tk = vec_dot_type(L.wk.type), tv = vec_dot_type(L.wv.type);
+            Act aq = make_act(xn.data(), m, E, tq, 0);
+            Act ak = tk == tq ? aq : make_act(xn.data(), m, E, tk, 1);
+            Act av = tv == tq ? aq : tv == tk ? ak : make_act(xn.data(), m, E, tv, 2);
+            matmul(L.wq, aq, m, q.data());
+            matmul(L.wk, ak, m, k.data());
+            matmul(L.wv, av, m, v.data());
+            add_bias(q.data(), L.bq, m, Qd);
+            add_bias(k.data(), L.bk, m, KVd);
+            add_bias(v.data(), L.bv, m, KVd);
+        }
+        if (arch.qk_norm) {
+            const float* qn = reinterpret_cast<const float*>(L.q_norm.data);
+            const float* kn = reinterpret_cast<const float*>(L.k_norm.data);
+            const int D = hp.head_dim;
+            for (int h = 0; h < m * hp.n_head; ++h) rms_norm(q.data() + static_cast<size_t>(h) * D, qn, q.data() + static_cast<size_t>(h) * D, D, hp.norm_eps);
+            for (int h = 0; h < m * hp.n_head_kv; ++h) rms_norm(k.data() + static_cast<size_t>(h) * D, kn, k.data() + static_cast<size_t>(h) * D, D, hp.norm_eps);
+        }
 
         // RoPE, then append K and V to the cache.
-        for (int i = 0; i < m; ++i) {
+        for (int i = 0; i < m && arch.rope != RopeKind::none; ++i) {
             const float* cs = rope_cs.data() + static_cast<size_t>(i) * hp.n_rot;
-            rope_apply(q.data() + static_cast<size_t>(i) * Qd, hp.n_head, hp.head_dim, hp.n_rot, cs, hp.rope);
-            rope_apply(k.data() + static_cast<size_t>(i) * KVd, hp.n_head_kv, hp.head_dim, hp.n_rot, cs, hp.rope);
+            rope_apply(q.data() + static_cast<size_t>(i) * Qd, hp.n_head, hp.head_dim, hp.n_rot, cs, arch.rope);
+            rope_apply(k.data() + static_cast<size_t>(i) * KVd, hp.n_head_kv, hp.head_dim, hp.n_rot, cs, arch.rope);
         }
         const size_t layer_off = static_cast<size_t>(l) * n_ctx * KVd;
         std::memcpy(kcache.data() + layer_off + static_cast<size_t>(n_past) * KVd, k.data(), sizeof(float) * m * KVd);
@@ -250,20 +339,29 @@ Status Context::Impl::forward(const int32_t* toks, int n_tok, float* logits_out,
 
         Act ao = make_act(att.data(), m, Qd, vec_dot_type(L.wo.type), 0);
         matmul(L.wo, ao, m, out.data());
+        add_bias(out.data(), L.bo, m, E);
         for (size_t i = 0; i < static_cast<size_t>(m) * E; ++i) x[i] += out[i];
 
-        // Feed-forward: down(silu(gate(x)) * up(x)).
+        // Feed-forward: down(silu(gate(x)) * up(x)), or down(gelu(up(x) + b) + b).
         for (int i = 0; i < m; ++i)
-            rms_norm(x.data() + static_cast<size_t>(i) * E, reinterpret_cast<const float*>(L.ffn_norm.data),
-                     xn.data() + static_cast<size_t>(i) * E, E, hp.norm_eps);
-        const Type tg = vec_dot_type(L.w_gate.type), tu = vec_dot_type(L.w_up.type);
-        Act ag = make_act(xn.data(), m, E, tg, 0);
-        Act au = tu == tg ? ag : make_act(xn.data(), m, E, tu, 1);
-        matmul(L.w_gate, ag, m, gate.data());
-        matmul(L.w_up, au, m, up.data());
-        for (size_t i = 0; i < static_cast<size_t>(m) * F; ++i) gate[i] = silu(gate[i]) * up[i];
+            norm(x.data() + static_cast<size_t>(i) * E, L.ffn_norm, L.ffn_norm_b, xn.data() + static_cast<size_t>(i) * E);
+        const size_t mF = static_cast<size_t>(m) * F;
+        if (arch.ffn == FfnKind::swiglu) {
+            const Type tg = vec_dot_type(L.w_gate.type), tu = vec_dot_type(L.w_up.type);
+            Act ag = make_act(xn.data(), m, E, tg, 0);
+            Act au = tu == tg ? ag : make_act(xn.data(), m, E, tu, 1);
+            matmul(L.w_gate, ag, m, gate.data());
+            matmul(L.w_up, au, m, up.data());
+            for (size_t i = 0; i < mF; ++i) gate[i] = silu(gate[i]) * up[i];
+        } else {
+            Act au = make_act(xn.data(), m, E, vec_dot_type(L.w_up.type), 0);
+            matmul(L.w_up, au, m, gate.data());
+            add_bias(gate.data(), L.b_up, m, F);
+            for (size_t i = 0; i < mF; ++i) gate[i] = detail::gelu(gate[i], gelu);
+        }
         Act ad = make_act(gate.data(), m, F, vec_dot_type(L.w_down.type), 0);
         matmul(L.w_down, ad, m, out.data());
+        add_bias(out.data(), L.b_down, m, E);
         for (size_t i = 0; i < static_cast<size_t>(m) * E; ++i) x[i] += out[i];
     }
     if (aborted()) return error(StatusCode::aborted, "aborted by the abort callback");
@@ -272,8 +370,7 @@ Status Context::Impl::forward(const int32_t* toks, int n_tok, float* logits_out,
     const int first = all_rows ? 0 : m - 1;
     const int rows = m - first;
     for (int i = 0; i < rows; ++i)
-        rms_norm(x.data() + static_cast<size_t>(first + i) * E, reinterpret_cast<const float*>(M.output_norm.data),
-                 xn.data() + static_cast<size_t>(i) * E, E, hp.norm_eps);
+        norm(x.data() + static_cast<size_t>(first + i) * E, M.output_norm, M.output_norm_b, xn.data() + static_cast<size_t>(i) * E);
     Act ao = make_act(xn.data(), rows, E, vec_dot_type(M.output.type), 0);
     matmul(M.output, ao, rows, logits_out);
     tokens.insert(tokens.end(), toks, toks + m);

@@ -18,17 +18,50 @@ struct Weight {
 };
 
 struct LayerWeights {
-    Weight attn_norm, wq, wk, wv, wo;
-    Weight ffn_norm, w_gate, w_up, w_down;
+    Weight attn_norm, attn_norm_b;           // norm weight (and LayerNorm bias)
+    Weight wq, wk, wv, wqkv, wo;             // separate or fused (rows Q, K, V) projections
+    Weight bq, bk, bv, bqkv, bo;             // projection biases
+    Weight q_norm, k_norm;                   // per-head RMSNorm of q and k
+    Weight ffn_norm, ffn_norm_b;
+    Weight w_gate, w_up, w_down, b_up, b_down;
 };
 
-enum class RopeKind { normal, neox };
+enum class Arch { llama, qwen2, qwen3, gpt2 };
+enum class NormKind { rms, layer };
+enum class RopeKind { none, normal, neox };
+enum class FfnKind { swiglu, gelu };
+
+// What distinguishes the supported architectures: data for one forward pass.
+struct ArchTraits {
+    const char* name;
+    Arch arch;
+    NormKind norm;
+    RopeKind rope;
+    FfnKind ffn;
+    bool qkv_bias;     // biases on the q, k, v projections
+    bool qk_norm;      // per-head RMSNorm on q and k before RoPE
+    bool fused_qkv;    // one attn_qkv matrix
+    bool pos_embd;     // learned absolute position embeddings
+    bool all_bias;     // biases on norms, attention output and FFN (GPT-2)
+};
+
+inline const ArchTraits* find_arch(std::string_view name) {
+    static const ArchTraits table[] = {
+        {"llama", Arch::llama, NormKind::rms, RopeKind::normal, FfnKind::swiglu, false, false, false, false, false},
+        {"qwen2", Arch::qwen2, NormKind::rms, RopeKind::neox, FfnKind::swiglu, true, false, false, false, false},
+        {"qwen3", Arch::qwen3, NormKind::rms, RopeKind::neox, FfnKind::swiglu, false, true, false, false, false},
+        {"gpt2", Arch::gpt2, NormKind::layer, RopeKind::none, FfnKind::gelu, false, false, true, true, true},
+    };
+    for (const ArchTraits& a : table)
+        if (name == a.name) return &a;
+    return nullptr;
+}
 
 struct Hparams {
+    ArchTraits traits{};
     int n_vocab = 0, n_ctx_train = 0, n_embd = 0, n_layer = 0, n_head = 0, n_head_kv = 0;
     int head_dim = 0, n_rot = 0, n_ff = 0;
-    float rope_base = 10000.0f, norm_eps = 1e-5f;
-    RopeKind rope = RopeKind::normal;
+    float rope_base = 10000.0f, rope_freq_scale = 1.0f, norm_eps = 1e-5f;
     int q_dim() const { return n_head * head_dim; }
     int kv_dim() const { return n_head_kv * head_dim; }
 };
@@ -42,7 +75,7 @@ struct Model::Impl {
     detail::Hparams hp;
     ModelInfo info;
     bool vocab_only = false;
-    detail::Weight token_embd, output_norm, output;
+    detail::Weight token_embd, pos_embd, output_norm, output_norm_b, output, rope_freqs;
     std::vector<detail::LayerWeights> layers;
 
     Status load(const ModelParams& params);
@@ -98,11 +131,14 @@ Status Model::Impl::load_hparams() {
     info.architecture = arch;
     std::string_view name;
     if (gguf.get_string("general.name", name, st)) info.name = std::string(name);
-    if (arch != "llama")
-        return error(StatusCode::unsupported, "architecture '%s' is not supported (supported: llama)", arch.c_str());
+    const ArchTraits* traits = find_arch(arch);
+    if (!traits)
+        return error(StatusCode::unsupported, "architecture '%s' is not supported (supported: llama, qwen2, qwen3, gpt2)",
+                     arch.c_str());
 
     const std::string p = arch + ".";
     Hparams h;
+    h.traits = *traits;
     if (!(st = read_hp_int(gguf, p + "embedding_length", h.n_embd, true)).ok()) return st;
     if (!(st = read_hp_int(gguf, p + "block_count", h.n_layer, true, 1, 4096)).ok()) return st;
     if (!(st = read_hp_int(gguf, p + "attention.head_count", h.n_head, true, 1, 4096)).ok()) return st;
@@ -130,15 +166,24 @@ Status Model::Impl::load_hparams() {
         return error(StatusCode::bad_format, "%s.rope.dimension_count %d does not fit the head size %d", arch.c_str(),
                      h.n_rot, h.head_dim);
     if (!(st = read_hp_float(gguf, p + "rope.freq_base", h.rope_base)).ok()) return st;
-    if (!(st = read_hp_float(gguf, p + "attention.layer_norm_rms_epsilon", h.norm_eps)).ok()) return st;
-    double scale = 1;
-    if (gguf.get_float(p + "rope.scale_linear", scale, st) && scale != 1.0)
-        return error(StatusCode::unsupported, "%s.rope.scale_linear is not supported yet", arch.c_str());
+    const char* eps_key = h.traits.norm == NormKind::rms ? "attention.layer_norm_rms_epsilon" : "attention.layer_norm_epsilon";
+    if (!(st = read_hp_float(gguf, p + eps_key, h.norm_eps)).ok()) return st;
+    // RoPE scaling: linear (positions divided by the factor), or per-dimension
+    // frequency factors in a rope_freqs tensor (Llama 3.x); nothing else.
     std::string_view scaling;
-    if (gguf.get_string(p + "rope.scaling.type", scaling, st) && scaling != "none")
-        return error(StatusCode::unsupported, "%s.rope.scaling.type '%.*s' is not supported yet", arch.c_str(),
-                     (int)scaling.size(), scaling.data());
-    h.rope = RopeKind::normal;
+    double factor = 1;
+    if (gguf.get_string(p + "rope.scaling.type", scaling, st)) {
+        if (scaling == "linear") {
+            if (gguf.get_float(p + "rope.scaling.factor", factor, st) && factor > 0) h.rope_freq_scale = float(1 / factor);
+        } else if (scaling != "none" && scaling != "llama3") {
+            return error(StatusCode::unsupported, "%s.rope.scaling.type '%.*s' is not supported", arch.c_str(),
+                         (int)scaling.size(), scaling.data());
+        }
+    } else if (gguf.get_float(p + "rope.scale_linear", factor, st) && factor > 0) {
+        h.rope_freq_scale = float(1 / factor);
+    }
+    if (!st.ok()) return st;
+    if (h.traits.rope == RopeKind::none) h.n_rot = 0;
     hp = h;
     return Status();
 }
@@ -165,7 +210,7 @@ Status Model::Impl::bind(const std::string& name, std::initializer_list<int64_t>
     Type type = static_cast<Type>(t->type);
     if (matrix ? !type_supported(type) : type != Type::F32)
         return error(StatusCode::unsupported, "tensor '%s' has type %s, which is not supported%s", name.c_str(),
-                     type_name(t->type), matrix ? "" : " for a norm (F32 only)");
+                     type_name(t->type), matrix ? "" : " for a norm or bias (F32 only)");
     w.t = t;
     w.type = type;
     w.data = t->data;
@@ -177,26 +222,54 @@ Status Model::Impl::bind(const std::string& name, std::initializer_list<int64_t>
 
 Status Model::Impl::bind_weights() {
     const detail::Hparams& h = hp;
-    const int64_t E = h.n_embd, V = h.n_vocab;
+    const detail::ArchTraits& a = h.traits;
+    const int64_t E = h.n_embd, V = h.n_vocab, Q = h.q_dim(), KV = h.kv_dim(), F = h.n_ff, D = h.head_dim;
     Status st;
-    if (!(st = bind("token_embd.weight", {E, V}, true, token_embd)).ok()) return st;
-    if (!(st = bind("output_norm.weight", {E}, false, output_norm)).ok()) return st;
-    if (!(st = bind("output.weight", {E, V}, true, output, false)).ok()) return st;
+#define MINIGPT_BIND(...) \
+    if (!(st = bind(__VA_ARGS__)).ok()) return st
+    MINIGPT_BIND("token_embd.weight", {E, V}, true, token_embd);
+    if (a.pos_embd) MINIGPT_BIND("position_embd.weight", {E, h.n_ctx_train}, true, pos_embd);
+    MINIGPT_BIND("output_norm.weight", {E}, false, output_norm);
+    if (a.all_bias) MINIGPT_BIND("output_norm.bias", {E}, false, output_norm_b);
+    MINIGPT_BIND("output.weight", {E, V}, true, output, false);
     if (!output) output = token_embd;  // tied embeddings
+    if (h.n_rot > 0) MINIGPT_BIND("rope_freqs.weight", {h.n_rot / 2}, false, rope_freqs, false);
     layers.resize(static_cast<size_t>(h.n_layer));
     for (int l = 0; l < h.n_layer; ++l) {
         detail::LayerWeights& L = layers[static_cast<size_t>(l)];
         const std::string b = "blk." + std::to_string(l) + ".";
-        if (!(st = bind(b + "attn_norm.weight", {E}, false, L.attn_norm)).ok()) return st;
-        if (!(st = bind(b + "attn_q.weight", {E, h.q_dim()}, true, L.wq)).ok()) return st;
-        if (!(st = bind(b + "attn_k.weight", {E, h.kv_dim()}, true, L.wk)).ok()) return st;
-        if (!(st = bind(b + "attn_v.weight", {E, h.kv_dim()}, true, L.wv)).ok()) return st;
-        if (!(st = bind(b + "attn_output.weight", {h.q_dim(), E}, true, L.wo)).ok()) return st;
-        if (!(st = bind(b + "ffn_norm.weight", {E}, false, L.ffn_norm)).ok()) return st;
-        if (!(st = bind(b + "ffn_gate.weight", {E, h.n_ff}, true, L.w_gate)).ok()) return st;
-        if (!(st = bind(b + "ffn_up.weight", {E, h.n_ff}, true, L.w_up)).ok()) return st;
-        if (!(st = bind(b + "ffn_down.weight", {h.n_ff, E}, true, L.w_down)).ok()) return st;
+        MINIGPT_BIND(b + "attn_norm.weight", {E}, false, L.attn_norm);
+        if (a.all_bias) MINIGPT_BIND(b + "attn_norm.bias", {E}, false, L.attn_norm_b);
+        if (a.fused_qkv) {
+            MINIGPT_BIND(b + "attn_qkv.weight", {E, Q + 2 * KV}, true, L.wqkv);
+            if (a.all_bias) MINIGPT_BIND(b + "attn_qkv.bias", {Q + 2 * KV}, false, L.bqkv);
+        } else {
+            MINIGPT_BIND(b + "attn_q.weight", {E, Q}, true, L.wq);
+            MINIGPT_BIND(b + "attn_k.weight", {E, KV}, true, L.wk);
+            MINIGPT_BIND(b + "attn_v.weight", {E, KV}, true, L.wv);
+            if (a.qkv_bias) {
+                MINIGPT_BIND(b + "attn_q.bias", {Q}, false, L.bq);
+                MINIGPT_BIND(b + "attn_k.bias", {KV}, false, L.bk);
+                MINIGPT_BIND(b + "attn_v.bias", {KV}, false, L.bv);
+            }
+        }
+        if (a.qk_norm) {
+            MINIGPT_BIND(b + "attn_q_norm.weight", {D}, false, L.q_norm);
+            MINIGPT_BIND(b + "attn_k_norm.weight", {D}, false, L.k_norm);
+        }
+        MINIGPT_BIND(b + "attn_output.weight", {Q, E}, true, L.wo);
+        if (a.all_bias) MINIGPT_BIND(b + "attn_output.bias", {E}, false, L.bo);
+        MINIGPT_BIND(b + "ffn_norm.weight", {E}, false, L.ffn_norm);
+        if (a.all_bias) MINIGPT_BIND(b + "ffn_norm.bias", {E}, false, L.ffn_norm_b);
+        if (a.ffn == detail::FfnKind::swiglu) MINIGPT_BIND(b + "ffn_gate.weight", {E, F}, true, L.w_gate);
+        MINIGPT_BIND(b + "ffn_up.weight", {E, F}, true, L.w_up);
+        MINIGPT_BIND(b + "ffn_down.weight", {F, E}, true, L.w_down);
+        if (a.all_bias) {
+            MINIGPT_BIND(b + "ffn_up.bias", {F}, false, L.b_up);
+            MINIGPT_BIND(b + "ffn_down.bias", {E}, false, L.b_down);
+        }
     }
+#undef MINIGPT_BIND
     return Status();
 }
 

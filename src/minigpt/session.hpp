@@ -59,6 +59,10 @@ Status generate(Context& ctx, Sampler& sampler, const std::vector<int32_t>& prom
     double t0 = now_seconds();
     for (int i = 0; params.n_predict < 0 || i < params.n_predict; ++i) {
         int32_t tok = sampler.sample(ctx.logits(), n_vocab);
+        if (tok < 0) {
+            s.generate_seconds = now_seconds() - t0;
+            return error(StatusCode::internal, "generate: no token can be sampled (every logit is NaN or -inf)");
+        }
         sampler.accept(tok);
         if (params.stop_at_eog && model.is_eog(tok)) {
             s.hit_eog = true;
