@@ -308,3 +308,28 @@ TEST_CASE("the stream never splits a UTF-8 character") {
     CHECK(s.push("\xF0\x9F").empty());
     CHECK(s.finish() == "\xEF\xBF\xBD");
 }
+
+TEST_CASE("perplexity on stories260K equals llama.cpp's within 0.1%") {
+    auto m = load_model(test_util::data_path("models/stories260K.gguf"));
+    const std::string text = test_util::read_file(test_util::data_path("models/stories260K.ppl.txt"));
+    const std::vector<int> ref_tokens =
+        test_util::parse_ints(test_util::read_file(test_util::data_path("models/stories260K.ppl_tokens.json")));
+    std::vector<int32_t> toks;
+    REQUIRE(m->tokenize(text, toks).ok());
+    CHECK(toks.size() == 1033);
+    CHECK(std::vector<int>(toks.begin(), toks.end()) == ref_tokens);
+    auto ctx = make_context(m, 128, 2, 128);
+    PerplexityResult r;
+    int calls = 0;
+    REQUIRE(perplexity(*ctx, toks, r, [&](int, int, double) { ++calls; }).ok());
+    const double ref_ppl = 2.9393, ref_err = 0.18544;
+    const std::vector<double> ref_running = {2.1083, 2.4236, 2.4361, 2.4802, 2.6468, 2.8015, 2.9088, 2.9393};
+    MESSAGE("PPL = " << r.ppl << " +/- " << r.ppl_err);
+    CHECK(r.n_chunks == 8);
+    CHECK(calls == 8);
+    CHECK(r.count == 8 * 63);
+    CHECK(std::fabs(r.ppl / ref_ppl - 1) < 1e-3);
+    CHECK(std::fabs(r.ppl_err / ref_err - 1) < 1e-3);
+    REQUIRE(r.running.size() == ref_running.size());
+    for (size_t i = 0; i < ref_running.size(); ++i) CHECK(std::fabs(r.running[i] / ref_running[i] - 1) < 1e-3);
+}

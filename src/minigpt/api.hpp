@@ -180,10 +180,10 @@ private:
 struct SamplerParams {
     float temperature = 0.8f;     // <= 0: greedy (argmax)
     int top_k = 40;               // <= 0: off
-    float top_p = 0.95f;          // >= 1: off
+    float top_p = 0.95f;          // >= 1: off; <= 0 keeps the single most likely token
     float min_p = 0.05f;          // <= 0: off
-    float repeat_penalty = 1.0f;  // 1: off
-    int repeat_last_n = 64;       // how many recent tokens the penalty looks at
+    float repeat_penalty = 1.0f;  // 1 (or <= 0): off
+    int repeat_last_n = 64;       // recent accepted tokens the penalty looks at; 0: off, -1: all since reset()
     uint64_t seed = 0xC0FFEEu;
 };
 
@@ -238,6 +238,23 @@ using TextCallback = std::function<bool(std::string_view text)>;
 Status generate(Context& ctx, Sampler& sampler, const std::vector<int32_t>& prompt,
                 const GenerateParams& params, const TextCallback& on_text,
                 GenerateStats* stats = nullptr);
+
+// ---------------------------------------------------------------------------
+// Perplexity, as llama.cpp's perplexity tool computes it: the tokens are cut
+// into chunks of ctx.n_ctx() (the tail is dropped); each chunk, its first token
+// replaced by BOS, is evaluated from an empty cache, and only the predictions
+// of its second half are scored.
+// ---------------------------------------------------------------------------
+struct PerplexityResult {
+    double ppl = 0;
+    double ppl_err = 0;             // the +/- figure: ppl * standard error of the mean NLL
+    int n_chunks = 0;
+    int count = 0;                  // scored predictions
+    std::vector<double> running;    // PPL after each chunk
+};
+using PerplexityProgress = std::function<void(int chunk, int n_chunks, double running_ppl)>;
+Status perplexity(Context& ctx, const std::vector<int32_t>& tokens, PerplexityResult& out,
+                  const PerplexityProgress& progress = nullptr);
 
 // ---------------------------------------------------------------------------
 // Small utilities.

@@ -91,4 +91,50 @@ Status generate(Context& ctx, Sampler& sampler, const std::vector<int32_t>& prom
     return Status();
 }
 
+Status perplexity(Context& ctx, const std::vector<int32_t>& tokens, PerplexityResult& out,
+                  const PerplexityProgress& progress) {
+    using namespace detail;
+    out = PerplexityResult();
+    const int n_ctx = ctx.n_ctx();
+    const int n_vocab = ctx.model().n_vocab();
+    if (n_ctx < 4) return error(StatusCode::invalid_argument, "perplexity: n_ctx %d is too small", n_ctx);
+    const int n_chunks = static_cast<int>(tokens.size() / static_cast<size_t>(n_ctx));
+    if (n_chunks == 0)
+        return error(StatusCode::invalid_argument, "perplexity: %zu tokens are fewer than one chunk of %d", tokens.size(), n_ctx);
+    const int32_t bos = ctx.model().token_bos();
+    std::vector<int32_t> chunk(static_cast<size_t>(n_ctx));
+    std::vector<float> logits;
+    double nll_sum = 0, nll2_sum = 0;
+    int count = 0;
+    for (int c = 0; c < n_chunks; ++c) {
+        std::copy(tokens.begin() + static_cast<size_t>(c) * n_ctx, tokens.begin() + static_cast<size_t>(c + 1) * n_ctx,
+                  chunk.begin());
+        if (bos >= 0) chunk[0] = bos;
+        ctx.reset();
+        Status st = ctx.eval(chunk, &logits);
+        if (!st.ok()) return st;
+        for (int j = n_ctx / 2; j < n_ctx - 1; ++j) {
+            const float* row = logits.data() + static_cast<size_t>(j) * n_vocab;
+            float mx = row[0];
+            for (int v = 1; v < n_vocab; ++v) mx = std::max(mx, row[v]);
+            double sum = 0;
+            for (int v = 0; v < n_vocab; ++v) sum += std::exp(static_cast<double>(row[v]) - mx);
+            const double nll = std::log(sum) + mx - row[chunk[static_cast<size_t>(j) + 1]];
+            nll_sum += nll;
+            nll2_sum += nll * nll;
+            ++count;
+        }
+        const double running = std::exp(nll_sum / count);
+        out.running.push_back(running);
+        if (progress) progress(c + 1, n_chunks, running);
+    }
+    ctx.reset();
+    const double mean = nll_sum / count, mean2 = nll2_sum / count;
+    out.ppl = std::exp(mean);
+    out.ppl_err = count > 1 ? out.ppl * std::sqrt(std::max(0.0, mean2 - mean * mean) / (count - 1)) : 0;
+    out.n_chunks = n_chunks;
+    out.count = count;
+    return Status();
+}
+
 MINIGPT_NS_END
