@@ -1,3 +1,353 @@
-// kernels_avx512
+// kernels_avx512: AVX-512 (F/BW/VL/DQ) versions of the scalar kernels, using
+// VNNI integer dot products and BF16 dot products when the target has them.
+// Conversions use the zero-masking forms with a full mask: the plain forms
+// start from an "undefined" register that g++ 12 reports as uninitialized.
 #pragma once
-#include "api.hpp"
+#include "kernels_avx2.hpp"
+
+#if defined(MINIGPT_AVX512)
+#include <immintrin.h>
+
+MINIGPT_NS_BEGIN
+namespace detail {
+namespace avx512 {
+
+// Horizontal sum through memory (the compiler turns it into register moves);
+// this avoids a spurious -Wuninitialized that g++ 12 gives for the reduce intrinsic.
+inline float hsum(__m512 v) {
+    alignas(64) float t[16];
+    _mm512_store_ps(t, v);
+    return avx2::hsum(_mm256_add_ps(_mm256_load_ps(t), _mm256_load_ps(t + 8)));
+}
+
+inline __mmask16 tail_mask16(int64_t left) {
+    return left >= 16 ? __mmask16(0xFFFF) : static_cast<__mmask16>((1u << left) - 1u);
+}
+
+inline float vec_dot_f32(int64_t n, const void* w, const void* a) {
+    const float* x = static_cast<const float*>(w);
+    const float* y = static_cast<const float*>(a);
+    __m512 s0 = _mm512_setzero_ps(), s1 = _mm512_setzero_ps(), s2 = _mm512_setzero_ps(), s3 = _mm512_setzero_ps();
+    int64_t i = 0;
+    for (; i + 64 <= n; i += 64) {
+        s0 = _mm512_fmadd_ps(_mm512_loadu_ps(x + i), _mm512_loadu_ps(y + i), s0);
+        s1 = _mm512_fmadd_ps(_mm512_loadu_ps(x + i + 16), _mm512_loadu_ps(y + i + 16), s1);
+        s2 = _mm512_fmadd_ps(_mm512_loadu_ps(x + i + 32), _mm512_loadu_ps(y + i + 32), s2);
+        s3 = _mm512_fmadd_ps(_mm512_loadu_ps(x + i + 48), _mm512_loadu_ps(y + i + 48), s3);
+    }
+    for (; i < n; i += 16) {
+        const __mmask16 k = tail_mask16(n - i);
+        s0 = _mm512_fmadd_ps(_mm512_maskz_loadu_ps(k, x + i), _mm512_maskz_loadu_ps(k, y + i), s0);
+    }
+    return hsum(_mm512_add_ps(_mm512_add_ps(s0, s1), _mm512_add_ps(s2, s3)));
+}
+
+inline __m512 load_f16(__mmask16 k, const uint16_t* p) { return _mm512_maskz_cvtph_ps(__mmask16(0xFFFF), _mm256_maskz_loadu_epi16(k, p)); }
+inline __m512 load_f16(const uint16_t* p) {
+    return _mm512_maskz_cvtph_ps(__mmask16(0xFFFF), _mm256_loadu_si256(reinterpret_cast<const __m256i*>(p)));
+}
+
+inline float vec_dot_f16(int64_t n, const void* w, const void* a) {
+    const uint16_t* x = static_cast<const uint16_t*>(w);
+    const uint16_t* y = static_cast<const uint16_t*>(a);
+    __m512 s0 = _mm512_setzero_ps(), s1 = _mm512_setzero_ps(), s2 = _mm512_setzero_ps(), s3 = _mm512_setzero_ps();
+    int64_t i = 0;
+    for (; i + 64 <= n; i += 64) {
+        s0 = _mm512_fmadd_ps(load_f16(x + i), load_f16(y + i), s0);
+        s1 = _mm512_fmadd_ps(load_f16(x + i + 16), load_f16(y + i + 16), s1);
+        s2 = _mm512_fmadd_ps(load_f16(x + i + 32), load_f16(y + i + 32), s2);
+        s3 = _mm512_fmadd_ps(load_f16(x + i + 48), load_f16(y + i + 48), s3);
+    }
+    for (; i < n; i += 16) {
+        const __mmask16 k = tail_mask16(n - i);
+        s0 = _mm512_fmadd_ps(load_f16(k, x + i), load_f16(k, y + i), s0);
+    }
+    return hsum(_mm512_add_ps(_mm512_add_ps(s0, s1), _mm512_add_ps(s2, s3)));
+}
+
+#if defined(__AVX512BF16__)
+// 32 bf16 pairs per instruction; the products are exact, the pair sums round once.
+inline __m512bh as_bh(__m512i v) { return (__m512bh)v; }
+
+inline float vec_dot_bf16(int64_t n, const void* w, const void* a) {
+    const uint16_t* x = static_cast<const uint16_t*>(w);
+    const uint16_t* y = static_cast<const uint16_t*>(a);
+    __m512 s0 = _mm512_setzero_ps(), s1 = _mm512_setzero_ps();
+    int64_t i = 0;
+    for (; i + 64 <= n; i += 64) {
+        s0 = _mm512_dpbf16_ps(s0, as_bh(_mm512_loadu_si512(x + i)), as_bh(_mm512_loadu_si512(y + i)));
+        s1 = _mm512_dpbf16_ps(s1, as_bh(_mm512_loadu_si512(x + i + 32)), as_bh(_mm512_loadu_si512(y + i + 32)));
+    }
+    for (; i < n; i += 32) {
+        const int64_t left = n - i;
+        const __mmask32 k = left >= 32 ? __mmask32(0xFFFFFFFFu) : static_cast<__mmask32>((1u << left) - 1u);
+        s0 = _mm512_dpbf16_ps(s0, as_bh(_mm512_maskz_loadu_epi16(k, x + i)), as_bh(_mm512_maskz_loadu_epi16(k, y + i)));
+    }
+    return hsum(_mm512_add_ps(s0, s1));
+}
+#else
+inline __m512 load_bf16(__mmask16 k, const uint16_t* p) {
+    return _mm512_castsi512_ps(_mm512_maskz_slli_epi32(__mmask16(0xFFFF), _mm512_maskz_cvtepu16_epi32(__mmask16(0xFFFF), _mm256_maskz_loadu_epi16(k, p)), 16));
+}
+
+inline float vec_dot_bf16(int64_t n, const void* w, const void* a) {
+    const uint16_t* x = static_cast<const uint16_t*>(w);
+    const uint16_t* y = static_cast<const uint16_t*>(a);
+    __m512 s0 = _mm512_setzero_ps(), s1 = _mm512_setzero_ps();
+    int64_t i = 0;
+    for (; i + 32 <= n; i += 32) {
+        s0 = _mm512_fmadd_ps(load_bf16(0xFFFF, x + i), load_bf16(0xFFFF, y + i), s0);
+        s1 = _mm512_fmadd_ps(load_bf16(0xFFFF, x + i + 16), load_bf16(0xFFFF, y + i + 16), s1);
+    }
+    for (; i < n; i += 16) {
+        const __mmask16 k = tail_mask16(n - i);
+        s0 = _mm512_fmadd_ps(load_bf16(k, x + i), load_bf16(k, y + i), s0);
+    }
+    return hsum(_mm512_add_ps(s0, s1));
+}
+#endif
+
+// Two 32-byte halves into one 512-bit register.
+inline __m512i join(__m256i lo, __m256i hi) {
+    return _mm512_maskz_inserti64x4(__mmask8(0xFF), _mm512_castsi256_si512(lo), hi, 1);
+}
+
+// Sums of products of unsigned bytes u (0..255) and signed bytes s, 4 at a time,
+// into 16 int32 lanes.
+inline __m512i dot_u8s8(__m512i u, __m512i s) {
+#if defined(__AVX512VNNI__)
+    return _mm512_dpbusd_epi32(_mm512_setzero_si512(), u, s);
+#else
+    return _mm512_madd_epi16(_mm512_maddubs_epi16(u, s), _mm512_set1_epi16(1));
+#endif
+}
+
+// Signed x signed byte products: |x| times y with x's sign.
+inline __m512i dot_i8(__m512i x, __m512i y) {
+    const __m512i ax = _mm512_abs_epi8(x);
+    const __m512i sy = _mm512_mask_sub_epi8(y, _mm512_movepi8_mask(x), _mm512_setzero_si512(), y);
+    return dot_u8s8(ax, sy);
+}
+
+// The 32 nibbles of a Q4_0 block, unsigned (0..15), in element order.
+inline __m256i nibbles_q4_0(const uint8_t* qs) {
+    const __m128i b = _mm_loadu_si128(reinterpret_cast<const __m128i*>(qs));
+    const __m128i lo_mask = _mm_set1_epi8(0x0F);
+    return _mm256_set_m128i(_mm_and_si128(_mm_srli_epi16(b, 4), lo_mask), _mm_and_si128(b, lo_mask));
+}
+
+inline __m256i load_q8(const int8_t* qs) { return _mm256_loadu_si256(reinterpret_cast<const __m256i*>(qs)); }
+
+// Per-lane scales: lanes 0..7 get d0 (first block), lanes 8..15 get d1.
+inline __m512 scales2(float d0, float d1) {
+    return _mm512_mask_blend_ps(__mmask16(0xFF00), _mm512_set1_ps(d0), _mm512_set1_ps(d1));
+}
+
+inline float vec_dot_q8_0(int64_t n, const void* w, const void* a) {
+    const BlockQ8_0* x = static_cast<const BlockQ8_0*>(w);
+    const BlockQ8_0* y = static_cast<const BlockQ8_0*>(a);
+    const int64_t nb = n / QK8_0;
+    __m512 acc0 = _mm512_setzero_ps(), acc1 = _mm512_setzero_ps();
+    int64_t b = 0;
+    for (; b + 4 <= nb; b += 4) {
+        const __m512i p0 = dot_i8(join(load_q8(x[b].qs), load_q8(x[b + 1].qs)), join(load_q8(y[b].qs), load_q8(y[b + 1].qs)));
+        const __m512i p1 =
+            dot_i8(join(load_q8(x[b + 2].qs), load_q8(x[b + 3].qs)), join(load_q8(y[b + 2].qs), load_q8(y[b + 3].qs)));
+        const __m512 d0 = scales2(avx2::h2f(x[b].d) * avx2::h2f(y[b].d),
+                                  avx2::h2f(x[b + 1].d) * avx2::h2f(y[b + 1].d));
+        const __m512 d1 = scales2(avx2::h2f(x[b + 2].d) * avx2::h2f(y[b + 2].d),
+                                  avx2::h2f(x[b + 3].d) * avx2::h2f(y[b + 3].d));
+        acc0 = _mm512_fmadd_ps(d0, _mm512_maskz_cvtepi32_ps(__mmask16(0xFFFF), p0), acc0);
+        acc1 = _mm512_fmadd_ps(d1, _mm512_maskz_cvtepi32_ps(__mmask16(0xFFFF), p1), acc1);
+    }
+    float s = hsum(_mm512_add_ps(acc0, acc1));
+    // 0..3 leftover blocks with 256-bit integer dots.
+    __m256 acc = _mm256_setzero_ps();
+    for (; b < nb; ++b) {
+        const __m256 d = _mm256_set1_ps(avx2::h2f(x[b].d) * avx2::h2f(y[b].d));
+        acc = _mm256_fmadd_ps(d, _mm256_cvtepi32_ps(avx2::dot_i8(load_q8(x[b].qs), load_q8(y[b].qs))), acc);
+    }
+    return s + avx2::hsum(acc);
+}
+
+inline float vec_dot_q4_0(int64_t n, const void* w, const void* a) {
+    const BlockQ4_0* x = static_cast<const BlockQ4_0*>(w);
+    const BlockQ8_0* y = static_cast<const BlockQ8_0*>(a);
+    const int64_t nb = n / QK4_0;
+    const __m512i eight = _mm512_set1_epi8(8);
+    __m512 acc0 = _mm512_setzero_ps(), acc1 = _mm512_setzero_ps();
+    int64_t b = 0;
+    // sum((q - 8) * a) = sum(q * a) - sum(8 * a), with q unsigned: no sign fix-up needed.
+    for (; b + 4 <= nb; b += 4) {
+        const __m512i a0 = join(load_q8(y[b].qs), load_q8(y[b + 1].qs));
+        const __m512i a1 = join(load_q8(y[b + 2].qs), load_q8(y[b + 3].qs));
+        const __m512i q0 = join(nibbles_q4_0(x[b].qs), nibbles_q4_0(x[b + 1].qs));
+        const __m512i q1 = join(nibbles_q4_0(x[b + 2].qs), nibbles_q4_0(x[b + 3].qs));
+        const __m512i p0 = _mm512_sub_epi32(dot_u8s8(q0, a0), dot_u8s8(eight, a0));
+        const __m512i p1 = _mm512_sub_epi32(dot_u8s8(q1, a1), dot_u8s8(eight, a1));
+        const __m512 d0 = scales2(avx2::h2f(x[b].d) * avx2::h2f(y[b].d),
+                                  avx2::h2f(x[b + 1].d) * avx2::h2f(y[b + 1].d));
+        const __m512 d1 = scales2(avx2::h2f(x[b + 2].d) * avx2::h2f(y[b + 2].d),
+                                  avx2::h2f(x[b + 3].d) * avx2::h2f(y[b + 3].d));
+        acc0 = _mm512_fmadd_ps(d0, _mm512_maskz_cvtepi32_ps(__mmask16(0xFFFF), p0), acc0);
+        acc1 = _mm512_fmadd_ps(d1, _mm512_maskz_cvtepi32_ps(__mmask16(0xFFFF), p1), acc1);
+    }
+    float s = hsum(_mm512_add_ps(acc0, acc1));
+    __m256 acc = _mm256_setzero_ps();
+    for (; b < nb; ++b) {
+        const __m256 d = _mm256_set1_ps(avx2::h2f(x[b].d) * avx2::h2f(y[b].d));
+        acc = _mm256_fmadd_ps(d, _mm256_cvtepi32_ps(avx2::dot_i8(avx2::unpack_q4_0(x[b].qs), load_q8(y[b].qs))), acc);
+    }
+    return s + avx2::hsum(acc);
+}
+
+inline VecDotFn vec_dot_fn(Type wt) {
+    switch (wt) {
+        case Type::F32: return vec_dot_f32;
+        case Type::F16: return vec_dot_f16;
+        case Type::BF16: return vec_dot_bf16;
+        case Type::Q8_0: return vec_dot_q8_0;
+        case Type::Q4_0: return vec_dot_q4_0;
+        default: return nullptr;
+    }
+}
+
+inline float vec_dot(Type wt, int64_t n, const void* w, const void* a) {
+    VecDotFn f = vec_dot_fn(wt);
+    MINIGPT_ASSERT(f != nullptr);
+    return f ? f(n, w, a) : 0.0f;
+}
+
+inline float dot_f32(const float* a, const float* b, int64_t n) { return vec_dot_f32(n, a, b); }
+
+inline void axpy_f32(int64_t n, float a, const float* x, float* y) {
+    const __m512 va = _mm512_set1_ps(a);
+    int64_t i = 0;
+    for (; i + 16 <= n; i += 16) _mm512_storeu_ps(y + i, _mm512_fmadd_ps(va, _mm512_loadu_ps(x + i), _mm512_loadu_ps(y + i)));
+    if (i < n) {
+        const __mmask16 k = tail_mask16(n - i);
+        _mm512_mask_storeu_ps(y + i, k, _mm512_fmadd_ps(va, _mm512_maskz_loadu_ps(k, x + i), _mm512_maskz_loadu_ps(k, y + i)));
+    }
+}
+
+inline void scale_f32(int64_t n, float a, float* y) {
+    const __m512 va = _mm512_set1_ps(a);
+    int64_t i = 0;
+    for (; i + 16 <= n; i += 16) _mm512_storeu_ps(y + i, _mm512_mul_ps(va, _mm512_loadu_ps(y + i)));
+    if (i < n) {
+        const __mmask16 k = tail_mask16(n - i);
+        _mm512_mask_storeu_ps(y + i, k, _mm512_mul_ps(va, _mm512_maskz_loadu_ps(k, y + i)));
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Four weight rows against one activation row: the activation is loaded once
+// per step and used four times.
+// ---------------------------------------------------------------------------
+inline void dot4_f32(int64_t n, const uint8_t* w, size_t ws, const float* y, float* out) {
+    const float* x0 = reinterpret_cast<const float*>(w);
+    const float* x1 = reinterpret_cast<const float*>(w + ws);
+    const float* x2 = reinterpret_cast<const float*>(w + 2 * ws);
+    const float* x3 = reinterpret_cast<const float*>(w + 3 * ws);
+    __m512 s0 = _mm512_setzero_ps(), s1 = _mm512_setzero_ps(), s2 = _mm512_setzero_ps(), s3 = _mm512_setzero_ps();
+    for (int64_t i = 0; i < n; i += 16) {
+        const __mmask16 k = tail_mask16(n - i);
+        const __m512 v = _mm512_maskz_loadu_ps(k, y + i);
+        s0 = _mm512_fmadd_ps(_mm512_maskz_loadu_ps(k, x0 + i), v, s0);
+        s1 = _mm512_fmadd_ps(_mm512_maskz_loadu_ps(k, x1 + i), v, s1);
+        s2 = _mm512_fmadd_ps(_mm512_maskz_loadu_ps(k, x2 + i), v, s2);
+        s3 = _mm512_fmadd_ps(_mm512_maskz_loadu_ps(k, x3 + i), v, s3);
+    }
+    out[0] = hsum(s0), out[1] = hsum(s1);
+    out[2] = hsum(s2), out[3] = hsum(s3);
+}
+
+// Q8_0 / Q4_0 weights, two blocks per step.
+template <bool Q4>
+inline __m512i load2_w(const uint8_t* row, int64_t b) {
+    if constexpr (Q4) {
+        const BlockQ4_0* x = reinterpret_cast<const BlockQ4_0*>(row) + b;
+        return join(nibbles_q4_0(x[0].qs), nibbles_q4_0(x[1].qs));
+    }
+    const BlockQ8_0* x = reinterpret_cast<const BlockQ8_0*>(row) + b;
+    return join(load_q8(x[0].qs), load_q8(x[1].qs));
+}
+template <bool Q4>
+inline float load_wd(const uint8_t* row, int64_t b) {
+    if constexpr (Q4) return avx2::h2f((reinterpret_cast<const BlockQ4_0*>(row) + b)->d);
+    return avx2::h2f((reinterpret_cast<const BlockQ8_0*>(row) + b)->d);
+}
+
+template <bool Q4>
+inline void dot4_q(int64_t n, const uint8_t* w, size_t ws, const BlockQ8_0* y, float* out) {
+    const int64_t nb = n / 32;
+    __m512 acc[4] = {_mm512_setzero_ps(), _mm512_setzero_ps(), _mm512_setzero_ps(), _mm512_setzero_ps()};
+    const __m512i eight = _mm512_set1_epi8(8);
+    int64_t b = 0;
+    for (; b + 2 <= nb; b += 2) {
+        const __m512i av = join(load_q8(y[b].qs), load_q8(y[b + 1].qs));
+        const float da0 = avx2::h2f(y[b].d), da1 = avx2::h2f(y[b + 1].d);
+        // For Q4_0 weights, (q - 8) * a = q * a - 8 * a; 8 * a is shared by the four rows.
+        __m512i a8 = _mm512_setzero_si512();
+        if constexpr (Q4) a8 = dot_u8s8(eight, av);
+        for (int k = 0; k < 4; ++k) {
+            const uint8_t* row = w + k * ws;
+            const __m512i xv = load2_w<Q4>(row, b);
+            __m512i p;
+            if constexpr (Q4) {
+                p = _mm512_sub_epi32(dot_u8s8(xv, av), a8);
+            } else {
+                p = dot_i8(xv, av);
+            }
+            const __m512 d = scales2(load_wd<Q4>(row, b) * da0, load_wd<Q4>(row, b + 1) * da1);
+            acc[k] = _mm512_fmadd_ps(d, _mm512_maskz_cvtepi32_ps(__mmask16(0xFFFF), p), acc[k]);
+        }
+    }
+    for (int k = 0; k < 4; ++k) out[k] = hsum(acc[k]);
+    if (b < nb) {  // one leftover block
+        for (int k = 0; k < 4; ++k) {
+            const uint8_t* row = w + k * ws;
+            const float d = load_wd<Q4>(row, b) * avx2::h2f(y[b].d);
+            __m256i xv;
+            if constexpr (Q4) xv = avx2::unpack_q4_0((reinterpret_cast<const BlockQ4_0*>(row) + b)->qs);
+            else xv = load_q8((reinterpret_cast<const BlockQ8_0*>(row) + b)->qs);
+            out[k] += d * avx2::hsum(_mm256_cvtepi32_ps(avx2::dot_i8(xv, load_q8(y[b].qs))));
+        }
+    }
+}
+
+inline void matmul_rows(Type wt, const void* W, size_t w_row_bytes, int64_t n, int64_t r0, int64_t r1,
+                        const void* A, size_t a_row_bytes, int64_t m, float* Y, int64_t ldy) {
+    VecDotFn dot = vec_dot_fn(wt);
+    if (!dot || r1 <= r0 || m <= 0) return;
+    if (wt != Type::F32 && wt != Type::Q8_0 && wt != Type::Q4_0) {
+        matmul_rows_generic(dot, W, w_row_bytes, n, r0, r1, A, a_row_bytes, m, Y, ldy);
+        return;
+    }
+    const uint8_t* w = static_cast<const uint8_t*>(W);
+    const uint8_t* act = static_cast<const uint8_t*>(A);
+    int64_t tile = w_row_bytes ? static_cast<int64_t>((64u << 10) / w_row_bytes) : 64;
+    tile = std::max<int64_t>(4, std::min<int64_t>(64, tile & ~int64_t(3)));
+    float out[4];
+    for (int64_t rt = r0; rt < r1; rt += tile) {
+        const int64_t re = std::min(r1, rt + tile);
+        for (int64_t j = 0; j < m; ++j) {
+            const uint8_t* aj = act + static_cast<size_t>(j) * a_row_bytes;
+            float* yj = Y + j * ldy;
+            int64_t r = rt;
+            for (; r + 4 <= re; r += 4) {
+                const uint8_t* wr = w + static_cast<size_t>(r) * w_row_bytes;
+                if (wt == Type::F32) dot4_f32(n, wr, w_row_bytes, reinterpret_cast<const float*>(aj), out);
+                else if (wt == Type::Q8_0) dot4_q<false>(n, wr, w_row_bytes, reinterpret_cast<const BlockQ8_0*>(aj), out);
+                else dot4_q<true>(n, wr, w_row_bytes, reinterpret_cast<const BlockQ8_0*>(aj), out);
+                yj[r] = out[0], yj[r + 1] = out[1], yj[r + 2] = out[2], yj[r + 3] = out[3];
+            }
+            for (; r < re; ++r) yj[r] = dot(n, w + static_cast<size_t>(r) * w_row_bytes, aj);
+        }
+    }
+}
+
+}  // namespace avx512
+}  // namespace detail
+MINIGPT_NS_END
+#endif  // MINIGPT_AVX512

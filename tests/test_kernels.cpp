@@ -1,0 +1,553 @@
+// Tests for the number formats (fp16, bf16, Q8_0, Q4_0) and the compute
+// kernels: every SIMD kernel compiled into this build is checked against the
+// scalar reference.
+#define MINIGPT_IMPLEMENTATION
+#define DOCTEST_CONFIG_IMPLEMENT_WITH_MAIN
+#include <doctest/doctest.h>
+
+#include "minigpt.hpp"
+#include "test_util.hpp"
+
+#include <cmath>
+#include <cstring>
+#include <random>
+#include <string>
+#include <vector>
+
+using namespace minigpt::detail;
+using minigpt::detail::Type;
+
+namespace {
+
+float bits_to_float(uint32_t u) {
+    float f;
+    std::memcpy(&f, &u, 4);
+    return f;
+}
+uint32_t float_to_bits(float f) {
+    uint32_t u;
+    std::memcpy(&u, &f, 4);
+    return u;
+}
+bool fp16_is_nan(uint16_t h) { return (h & 0x7C00) == 0x7C00 && (h & 0x03FF) != 0; }
+
+// One set of kernels (one instruction set).
+struct KernelSet {
+    const char* name;
+    VecDotFn (*vec_dot_fn)(Type);
+    float (*dot_f32)(const float*, const float*, int64_t);
+    void (*axpy_f32)(int64_t, float, const float*, float*);
+    void (*scale_f32)(int64_t, float, float*);
+    void (*matmul_rows)(Type, const void*, size_t, int64_t, int64_t, int64_t, const void*, size_t, int64_t, float*,
+                        int64_t);
+};
+
+std::vector<KernelSet> kernel_sets() {
+    std::vector<KernelSet> v;
+    v.push_back({"scalar", scalar::vec_dot_fn, scalar::dot_f32, scalar::axpy_f32, scalar::scale_f32,
+                 scalar::matmul_rows});
+#if defined(MINIGPT_AVX2)
+    v.push_back({"avx2", avx2::vec_dot_fn, avx2::dot_f32, avx2::axpy_f32, avx2::scale_f32, avx2::matmul_rows});
+#endif
+#if defined(MINIGPT_AVX512)
+    v.push_back({"avx512", avx512::vec_dot_fn, avx512::dot_f32, avx512::axpy_f32, avx512::scale_f32,
+                 avx512::matmul_rows});
+#endif
+    v.push_back({"dispatch", vec_dot_fn, dot_f32, axpy_f32, scale_f32, matmul_rows});
+    return v;
+}
+
+const Type kTypes[] = {Type::F32, Type::F16, Type::BF16, Type::Q8_0, Type::Q4_0};
+
+std::vector<float> random_floats(std::mt19937& rng, int64_t n, float scale = 1.0f) {
+    std::normal_distribution<float> dist(0.0f, scale);
+    std::vector<float> v(static_cast<size_t>(n));
+    for (auto& x : v) x = dist(rng);
+    return v;
+}
+
+std::vector<uint8_t> quantized(Type t, const std::vector<float>& x) {
+    std::vector<uint8_t> out(row_bytes(t, static_cast<int64_t>(x.size())));
+    quantize_row(t, x.data(), out.data(), static_cast<int64_t>(x.size()));
+    return out;
+}
+
+// Sum of |w_i * a_i| over the dequantized rows: the scale of the rounding error
+// any accumulation order can make.
+double abs_dot(Type wt, const void* w, const void* a, int64_t n) {
+    std::vector<float> fw(static_cast<size_t>(n)), fa(static_cast<size_t>(n));
+    dequantize_row(wt, w, fw.data(), n);
+    dequantize_row(vec_dot_type(wt), a, fa.data(), n);
+    double s = 0;
+    for (int64_t i = 0; i < n; ++i) s += std::fabs(double(fw[i]) * fa[i]);
+    return s;
+}
+
+// Exact dot of the dequantized rows, in double.
+double exact_dot(Type wt, const void* w, const void* a, int64_t n) {
+    std::vector<float> fw(static_cast<size_t>(n)), fa(static_cast<size_t>(n));
+    dequantize_row(wt, w, fw.data(), n);
+    dequantize_row(vec_dot_type(wt), a, fa.data(), n);
+    double s = 0;
+    for (int64_t i = 0; i < n; ++i) s += double(fw[i]) * fa[i];
+    return s;
+}
+
+std::vector<int64_t> lengths_for(Type t) {
+    if (type_info(t).block_size == 1)
+        return {1, 2, 3, 7, 8, 15, 16, 17, 31, 32, 33, 63, 64, 65, 100, 127, 128, 255, 256, 257, 1000, 1023, 1024, 4096, 4097};
+    return {32, 64, 96, 128, 160, 192, 224, 256, 288, 320, 352, 384, 416, 512, 576, 1024, 1056, 4096, 4128};
+}
+
+}  // namespace
+
+// ---------------------------------------------------------------------------
+// fp16 / bf16
+// ---------------------------------------------------------------------------
+TEST_CASE("fp16: exhaustive round trip of all 65536 values") {
+    int bad = 0;
+    for (uint32_t h = 0; h < 65536; ++h) {
+        const uint16_t hh = static_cast<uint16_t>(h);
+        const float f = fp16_to_fp32(hh);
+        const uint16_t back = fp32_to_fp16(f);
+        if (fp16_is_nan(hh)) {
+            // A NaN stays a NaN with the same sign; a signalling NaN becomes quiet.
+            if (!(f != f) || !fp16_is_nan(back) || (back & 0x8000) != (hh & 0x8000) ||
+                back != static_cast<uint16_t>(hh | 0x0200)) {
+                if (bad++ < 5) FAIL_CHECK("nan " << h << " -> " << back);
+            }
+        } else if (back != hh) {
+            if (bad++ < 5) FAIL_CHECK("fp16 " << h << " -> " << f << " -> " << back);
+        }
+    }
+    CHECK(bad == 0);
+}
+
+TEST_CASE("fp16: known values") {
+    CHECK(fp16_to_fp32(0x3C00) == 1.0f);
+    CHECK(fp16_to_fp32(0xC000) == -2.0f);
+    CHECK(fp16_to_fp32(0x7BFF) == 65504.0f);
+    CHECK(fp16_to_fp32(0x0001) == std::ldexp(1.0f, -24));
+    CHECK(fp16_to_fp32(0x03FF) == 1023.0f * std::ldexp(1.0f, -24));
+    CHECK(fp16_to_fp32(0x0400) == std::ldexp(1.0f, -14));
+    CHECK(fp16_to_fp32(0x3555) == 0.333251953125f);
+    CHECK(std::isinf(fp16_to_fp32(0x7C00)));
+    CHECK(fp16_to_fp32(0xFC00) < 0);
+    CHECK(std::isnan(fp16_to_fp32(0x7E00)));
+    CHECK(float_to_bits(fp16_to_fp32(0x8000)) == 0x80000000u);
+
+    CHECK(fp32_to_fp16(1.0f) == 0x3C00);
+    CHECK(fp32_to_fp16(-2.0f) == 0xC000);
+    CHECK(fp32_to_fp16(0.1f) == 0x2E66);
+    CHECK(fp32_to_fp16(65504.0f) == 0x7BFF);
+    CHECK(fp32_to_fp16(65519.99f) == 0x7BFF);
+    CHECK(fp32_to_fp16(65520.0f) == 0x7C00);  // tie with an odd mantissa rounds up to inf
+    CHECK(fp32_to_fp16(1e10f) == 0x7C00);
+    CHECK(fp32_to_fp16(-1e10f) == 0xFC00);
+    CHECK(fp32_to_fp16(INFINITY) == 0x7C00);
+    CHECK(fp16_is_nan(fp32_to_fp16(NAN)));
+    CHECK(fp32_to_fp16(-0.0f) == 0x8000);
+    CHECK(fp32_to_fp16(1e-10f) == 0x0000);
+    CHECK(fp32_to_fp16(std::ldexp(1.0f, -24)) == 0x0001);
+    CHECK(fp32_to_fp16(std::ldexp(1.0f, -14)) == 0x0400);
+    CHECK(fp32_to_fp16(-std::ldexp(1.0f, -24)) == 0x8001);
+}
+
+TEST_CASE("fp16: rounding ties go to even") {
+    // Between 1 and 1 + 2^-10, halfway is 1 + 2^-11.
+    CHECK(fp32_to_fp16(1.0f + std::ldexp(1.0f, -11)) == 0x3C00);
+    CHECK(fp32_to_fp16(1.0f + 3 * std::ldexp(1.0f, -11)) == 0x3C02);
+    CHECK(fp32_to_fp16(std::nextafter(1.0f + std::ldexp(1.0f, -11), 2.0f)) == 0x3C01);
+    CHECK(fp32_to_fp16(std::nextafter(1.0f + 3 * std::ldexp(1.0f, -11), 0.0f)) == 0x3C01);
+    // Subnormal ties: 2^-25 is halfway between 0 and the smallest subnormal.
+    CHECK(fp32_to_fp16(std::ldexp(1.0f, -25)) == 0x0000);
+    CHECK(fp32_to_fp16(std::nextafter(std::ldexp(1.0f, -25), 1.0f)) == 0x0001);
+    CHECK(fp32_to_fp16(3 * std::ldexp(1.0f, -25)) == 0x0002);
+    CHECK(fp32_to_fp16(5 * std::ldexp(1.0f, -25)) == 0x0002);
+    CHECK(fp32_to_fp16(7 * std::ldexp(1.0f, -25)) == 0x0004);
+    // The largest subnormal rounds up into the smallest normal.
+    CHECK(fp32_to_fp16(std::ldexp(1.0f, -14) - std::ldexp(1.0f, -25)) == 0x0400);
+}
+
+#if defined(MINIGPT_AVX2)
+TEST_CASE("fp16: agrees with the F16C instructions on random bit patterns") {
+    std::mt19937 rng(123);
+    int bad = 0;
+    for (int i = 0; i < 2000000; ++i) {
+        uint32_t u = rng();
+        if (i & 1) u = (u & 0x8FFFFFFFu) | 0x30000000u;  // concentrate on the half range
+        const float f = bits_to_float(u);
+        const uint16_t hw = static_cast<uint16_t>(
+            _mm_extract_epi16(_mm_cvtps_ph(_mm_set_ss(f), _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC), 0));
+        const uint16_t sw = fp32_to_fp16(f);
+        if (hw != sw && bad++ < 5) FAIL_CHECK("f32 bits " << u << ": F16C " << hw << " ours " << sw);
+    }
+    for (uint32_t h = 0; h < 65536; ++h) {
+        const float hw = _mm_cvtss_f32(_mm_cvtph_ps(_mm_cvtsi32_si128(static_cast<int>(h))));
+        const float sw = fp16_to_fp32(static_cast<uint16_t>(h));
+        if (float_to_bits(hw) != float_to_bits(sw) && bad++ < 5) FAIL_CHECK("fp16 " << h);
+    }
+    CHECK(bad == 0);
+}
+#endif
+
+TEST_CASE("bf16: conversions") {
+    CHECK(bf16_to_fp32(0x3F80) == 1.0f);
+    CHECK(bf16_to_fp32(0xC000) == -2.0f);
+    CHECK(fp32_to_bf16(1.0f) == 0x3F80);
+    CHECK(fp32_to_bf16(-2.0f) == 0xC000);
+    // Ties to even.
+    CHECK(fp32_to_bf16(bits_to_float(0x3F808000u)) == 0x3F80);
+    CHECK(fp32_to_bf16(bits_to_float(0x3F818000u)) == 0x3F82);
+    CHECK(fp32_to_bf16(bits_to_float(0x3F808001u)) == 0x3F81);
+    CHECK(fp32_to_bf16(bits_to_float(0x3F807FFFu)) == 0x3F80);
+    CHECK(fp32_to_bf16(bits_to_float(0x7F7FFFFFu)) == 0x7F80);  // largest float rounds to inf
+    CHECK(fp32_to_bf16(INFINITY) == 0x7F80);
+    CHECK(fp32_to_bf16(-INFINITY) == 0xFF80);
+    // NaN stays NaN, even one whose payload lives only in the low 16 bits.
+    for (uint32_t nan_bits : {0x7FC00000u, 0x7F800001u, 0xFF800001u, 0x7FFFFFFFu}) {
+        uint16_t b = fp32_to_bf16(bits_to_float(nan_bits));
+        CHECK((b & 0x7F80) == 0x7F80);
+        CHECK((b & 0x007F) != 0);
+        CHECK((b & 0x8000) == ((nan_bits >> 16) & 0x8000));
+    }
+    // Every bf16 value survives a round trip.
+    int bad = 0;
+    for (uint32_t h = 0; h < 65536; ++h) {
+        const uint16_t hh = static_cast<uint16_t>(h);
+        const float f = bf16_to_fp32(hh);
+        CHECK(float_to_bits(f) == (h << 16));
+        const bool nan = (hh & 0x7F80) == 0x7F80 && (hh & 0x7F) != 0;
+        const uint16_t back = fp32_to_bf16(f);
+        if (nan ? !((back & 0x7F80) == 0x7F80 && (back & 0x7F) != 0) : back != hh) ++bad;
+    }
+    CHECK(bad == 0);
+}
+
+// ---------------------------------------------------------------------------
+// Block formats and row conversion.
+// ---------------------------------------------------------------------------
+TEST_CASE("types: support table and vec_dot_type") {
+    for (Type t : kTypes) CHECK(type_supported(t));
+    CHECK_FALSE(type_supported(Type::Q4_K));
+    CHECK_FALSE(type_supported(Type::I32));
+    CHECK(vec_dot_type(Type::F32) == Type::F32);
+    CHECK(vec_dot_type(Type::F16) == Type::F16);
+    CHECK(vec_dot_type(Type::BF16) == Type::BF16);
+    CHECK(vec_dot_type(Type::Q8_0) == Type::Q8_0);
+    CHECK(vec_dot_type(Type::Q4_0) == Type::Q8_0);
+    CHECK(sizeof(BlockQ8_0) == type_info(Type::Q8_0).block_bytes);
+    CHECK(sizeof(BlockQ4_0) == type_info(Type::Q4_0).block_bytes);
+    CHECK((vec_dot_fn(Type::Q4_K) == nullptr));
+    CHECK((vec_dot_fn(Type::I8) == nullptr));
+    for (Type t : kTypes) CHECK((vec_dot_fn(t) != nullptr));
+}
+
+TEST_CASE("quantize/dequantize round trips stay within their error bounds") {
+    std::mt19937 rng(7);
+    const int64_t n = 4096;
+    std::vector<float> x = random_floats(rng, n, 3.0f);
+    x[5] = 0;  // include zeros and a whole zero block
+    for (int j = 64; j < 96; ++j) x[j] = 0;
+    std::vector<float> y(n);
+
+    SUBCASE("F32 is a copy") {
+        auto q = quantized(Type::F32, x);
+        dequantize_row(Type::F32, q.data(), y.data(), n);
+        CHECK(std::memcmp(x.data(), y.data(), n * sizeof(float)) == 0);
+    }
+    SUBCASE("F16") {
+        auto q = quantized(Type::F16, x);
+        dequantize_row(Type::F16, q.data(), y.data(), n);
+        for (int64_t i = 0; i < n; ++i) {
+            REQUIRE(std::fabs(x[i] - y[i]) <= std::fabs(x[i]) * std::ldexp(1.0f, -11));
+            REQUIRE(fp32_to_fp16(x[i]) == reinterpret_cast<const uint16_t*>(q.data())[i]);
+        }
+    }
+    SUBCASE("BF16") {
+        auto q = quantized(Type::BF16, x);
+        dequantize_row(Type::BF16, q.data(), y.data(), n);
+        for (int64_t i = 0; i < n; ++i) REQUIRE(std::fabs(x[i] - y[i]) <= std::fabs(x[i]) * std::ldexp(1.0f, -8));
+    }
+    SUBCASE("Q8_0") {
+        auto q = quantized(Type::Q8_0, x);
+        dequantize_row(Type::Q8_0, q.data(), y.data(), n);
+        for (int64_t b = 0; b < n / 32; ++b) {
+            float amax = 0;
+            for (int j = 0; j < 32; ++j) amax = std::max(amax, std::fabs(x[b * 32 + j]));
+            const float d = amax / 127.0f;
+            for (int j = 0; j < 32; ++j) REQUIRE(std::fabs(x[b * 32 + j] - y[b * 32 + j]) <= 0.56f * d + 1e-30f);
+        }
+        for (int j = 64; j < 96; ++j) CHECK(y[j] == 0.0f);
+    }
+    SUBCASE("Q4_0") {
+        auto q = quantized(Type::Q4_0, x);
+        dequantize_row(Type::Q4_0, q.data(), y.data(), n);
+        double err2 = 0, ref2 = 0;
+        for (int64_t b = 0; b < n / 32; ++b) {
+            float amax = 0;
+            for (int j = 0; j < 32; ++j) amax = std::max(amax, std::fabs(x[b * 32 + j]));
+            const float d = amax / 8.0f;
+            for (int j = 0; j < 32; ++j) {
+                const float e = std::fabs(x[b * 32 + j] - y[b * 32 + j]);
+                REQUIRE(e <= 1.01f * d + 1e-30f);
+                err2 += double(e) * e;
+                ref2 += double(x[b * 32 + j]) * x[b * 32 + j];
+            }
+        }
+        CHECK(std::sqrt(err2 / ref2) < 0.12);  // 4-bit: about 8-10% relative RMS error on Gaussian data
+        for (int j = 64; j < 96; ++j) CHECK(y[j] == 0.0f);
+    }
+}
+
+TEST_CASE("Q4_0: layout and the reference quantizer's rounding") {
+    // Block with values -16..15: the largest magnitude is -16, so d = -16 / -8 = 2.
+    float x[32];
+    for (int j = 0; j < 32; ++j) x[j] = static_cast<float>(j - 16);
+    BlockQ4_0 b;
+    quantize_row(Type::Q4_0, x, &b, 32);
+    CHECK(fp16_to_fp32(b.d) == 2.0f);
+    // q = min(15, trunc(x / 2 + 8.5)); element j is the low nibble of qs[j], j + 16 the high one.
+    for (int j = 0; j < 32; ++j) {
+        const int expect = std::min(15, static_cast<int>(x[j] / 2.0f + 8.5f));
+        const int got = j < 16 ? (b.qs[j] & 0x0F) : (b.qs[j - 16] >> 4);
+        CHECK_MESSAGE(got == expect, "element " << j);
+    }
+    CHECK((b.qs[0] & 0x0F) == 0);   // -16 -> -8 * 2
+    CHECK((b.qs[15] >> 4) == 15);   // 15 -> clamped to 7 * 2 = 14
+    float y[32];
+    dequantize_row(Type::Q4_0, &b, y, 32);
+    CHECK(y[0] == -16.0f);
+    CHECK(y[31] == 14.0f);
+    CHECK(y[16] == 0.0f);
+    CHECK(y[17] == 2.0f);  // 1 -> trunc(9.0) = 9 -> (9 - 8) * 2
+
+    // Hand-made block: qs[0] = 0x1F holds element 0 = 15 and element 16 = 1.
+    BlockQ4_0 h{};
+    h.d = fp32_to_fp16(0.5f);
+    for (int j = 0; j < 16; ++j) h.qs[j] = 0x88;
+    h.qs[0] = 0x1F;
+    dequantize_row(Type::Q4_0, &h, y, 32);
+    CHECK(y[0] == 3.5f);
+    CHECK(y[16] == -3.5f);
+    CHECK(y[1] == 0.0f);
+
+    // All-zero block: d = 0 / -8 = -0 (as in llama.cpp) and every value dequantizes to 0.
+    float z[32] = {};
+    quantize_row(Type::Q4_0, z, &b, 32);
+    CHECK(fp16_to_fp32(b.d) == 0.0f);
+    dequantize_row(Type::Q4_0, &b, y, 32);
+    for (float v : y) CHECK(v == 0.0f);
+}
+
+TEST_CASE("Q8_0: activation quantization matches llama.cpp's x86 formula exactly") {
+    std::mt19937 rng(99);
+    std::vector<int64_t> sizes = {32, 64, 4096};
+    for (int64_t n : sizes) {
+        std::vector<float> x = random_floats(rng, n, 0.7f);
+        if (n == 64)
+            for (int j = 32; j < 64; ++j) x[j] = 0;  // an all-zero block
+        std::vector<BlockQ8_0> q(n / 32), r(n / 32);
+        quantize_row(Type::Q8_0, x.data(), q.data(), n);
+        quantize_row_q8_0_ref(x.data(), r.data(), n);
+        CHECK(std::memcmp(q.data(), r.data(), q.size() * sizeof(BlockQ8_0)) == 0);
+        for (int64_t b = 0; b < n / 32; ++b) {
+            float amax = 0;
+            for (int j = 0; j < 32; ++j) amax = std::max(amax, std::fabs(x[b * 32 + j]));
+            CHECK(q[b].d == fp32_to_fp16(amax / 127.0f));
+            const float id = amax != 0 ? 127.0f / amax : 0.0f;
+            for (int j = 0; j < 32; ++j) {
+                const int expect = static_cast<int>(std::nearbyint(x[b * 32 + j] * id));
+                if (q[b].qs[j] != expect) {
+                    FAIL_CHECK("n=" << n << " block " << b << " element " << j << ": " << int(q[b].qs[j]) << " vs "
+                                    << expect);
+                }
+            }
+        }
+    }
+    // Ties round half to even: with amax = 127 the scale is exactly 1.
+    float t[32] = {};
+    t[0] = 127.0f;
+    t[1] = 2.5f;
+    t[2] = 3.5f;
+    t[3] = -2.5f;
+    t[4] = -3.5f;
+    t[5] = 0.5f;
+    t[6] = 1.5f;
+    t[7] = -126.5f;
+    BlockQ8_0 b;
+    quantize_row(Type::Q8_0, t, &b, 32);
+    CHECK(fp16_to_fp32(b.d) == 1.0f);
+    CHECK(b.qs[0] == 127);
+    CHECK(b.qs[1] == 2);
+    CHECK(b.qs[2] == 4);
+    CHECK(b.qs[3] == -2);
+    CHECK(b.qs[4] == -4);
+    CHECK(b.qs[5] == 0);
+    CHECK(b.qs[6] == 2);
+    CHECK(b.qs[7] == -126);
+    // All-zero block.
+    float z[32] = {};
+    quantize_row(Type::Q8_0, z, &b, 32);
+    CHECK(b.d == 0);
+    for (int8_t v : b.qs) CHECK(v == 0);
+    // Non-finite input does not produce garbage outside [-127, 127].
+    t[9] = NAN;
+    quantize_row(Type::Q8_0, t, &b, 32);
+    for (int8_t v : b.qs) CHECK(v >= -127);
+}
+
+// ---------------------------------------------------------------------------
+// Kernels against the scalar reference.
+// ---------------------------------------------------------------------------
+TEST_CASE("scalar vec_dot equals the exact dot of the dequantized rows") {
+    std::mt19937 rng(1);
+    for (Type t : kTypes) {
+        for (int64_t n : lengths_for(t)) {
+            auto w = quantized(t, random_floats(rng, n));
+            auto a = quantized(vec_dot_type(t), random_floats(rng, n));
+            const double ref = exact_dot(t, w.data(), a.data(), n);
+            const double tol = 1e-5 * abs_dot(t, w.data(), a.data(), n) + 1e-30;
+            const float got = scalar::vec_dot(t, n, w.data(), a.data());
+            CHECK_MESSAGE(std::fabs(got - ref) <= tol, type_name(t) << " n=" << n << " got " << got << " ref " << ref);
+        }
+    }
+}
+
+TEST_CASE("SIMD vec_dot matches scalar for every type and length") {
+    std::mt19937 rng(2);
+    for (const KernelSet& ks : kernel_sets()) {
+        for (Type t : kTypes) {
+            VecDotFn f = ks.vec_dot_fn(t);
+            REQUIRE((f != nullptr));
+            for (int64_t n : lengths_for(t)) {
+                for (int rep = 0; rep < 3; ++rep) {
+                    std::vector<uint8_t> w;
+                    if (rep == 2 && t == Type::Q8_0) {
+                        // Raw weight bytes, including -128, which quantizers never write.
+                        w.resize(row_bytes(t, n));
+                        for (int64_t b = 0; b < n / 32; ++b) {
+                            BlockQ8_0 blk;
+                            blk.d = fp32_to_fp16(0.01f * static_cast<float>(rng() % 100 + 1));
+                            for (int j = 0; j < 32; ++j) blk.qs[j] = static_cast<int8_t>(rng() & 0xFF);
+                            if (b == 0) blk.qs[0] = -128;
+                            std::memcpy(w.data() + b * sizeof(BlockQ8_0), &blk, sizeof blk);
+                        }
+                    } else {
+                        w = quantized(t, random_floats(rng, n, rep == 1 ? 100.0f : 1.0f));
+                    }
+                    auto a = quantized(vec_dot_type(t), random_floats(rng, n));
+                    const float ref = scalar::vec_dot(t, n, w.data(), a.data());
+                    const float got = f(n, w.data(), a.data());
+                    const double tol = 2e-5 * abs_dot(t, w.data(), a.data(), n) + 1e-30;
+                    if (!(std::fabs(double(got) - ref) <= tol)) {
+                        FAIL_CHECK(ks.name << " " << type_name(t) << " n=" << n << " rep " << rep << ": " << got
+                                           << " vs scalar " << ref << " (tol " << tol << ")");
+                    }
+                }
+            }
+        }
+    }
+}
+
+TEST_CASE("SIMD dot_f32 / axpy_f32 / scale_f32 match scalar") {
+    std::mt19937 rng(3);
+    for (const KernelSet& ks : kernel_sets()) {
+        for (int64_t n : lengths_for(Type::F32)) {
+            auto x = random_floats(rng, n), y = random_floats(rng, n);
+            double sabs = 0;
+            for (int64_t i = 0; i < n; ++i) sabs += std::fabs(double(x[i]) * y[i]);
+            const float ref = scalar::dot_f32(x.data(), y.data(), n);
+            const float got = ks.dot_f32(x.data(), y.data(), n);
+            CHECK_MESSAGE(std::fabs(double(got) - ref) <= 2e-5 * sabs, ks.name << " dot_f32 n=" << n);
+
+            // Guard elements after the end must stay untouched.
+            std::vector<float> y1(y), y2(y);
+            y1.push_back(1234.5f);
+            y2.push_back(1234.5f);
+            scalar::axpy_f32(n, 0.37f, x.data(), y1.data());
+            ks.axpy_f32(n, 0.37f, x.data(), y2.data());
+            int bad = 0;
+            for (int64_t i = 0; i < n; ++i) {
+                const double tol = 1e-6 * (std::fabs(0.37 * x[i]) + std::fabs(y[i])) + 1e-30;
+                if (std::fabs(double(y1[i]) - y2[i]) > tol) ++bad;
+            }
+            CHECK_MESSAGE(bad == 0, ks.name << " axpy_f32 n=" << n);
+            CHECK(y2[n] == 1234.5f);
+
+            std::vector<float> s1(y), s2(y);
+            s2.push_back(-7.0f);
+            scalar::scale_f32(n, -1.7f, s1.data());
+            ks.scale_f32(n, -1.7f, s2.data());
+            CHECK_MESSAGE(std::memcmp(s1.data(), s2.data(), n * sizeof(float)) == 0, ks.name << " scale_f32 n=" << n);
+            CHECK(s2[n] == -7.0f);
+            CHECK(s1[0] == -1.7f * y[0]);
+        }
+    }
+}
+
+TEST_CASE("matmul_rows matches a naive loop for odd m and row ranges") {
+    std::mt19937 rng(4);
+    const int64_t R = 37;  // weight rows
+    for (Type t : kTypes) {
+        const Type at = vec_dot_type(t);
+        const int64_t nlist_f[] = {67, 1, 256};
+        const int64_t nlist_q[] = {96, 32, 4096};
+        for (int ni = 0; ni < 3; ++ni) {
+            const int64_t n = type_info(t).block_size == 1 ? nlist_f[ni] : nlist_q[ni];
+            const size_t wrb = row_bytes(t, n), arb = row_bytes(at, n);
+            std::vector<uint8_t> W(wrb * R);
+            for (int64_t r = 0; r < R; ++r) {
+                auto row = quantized(t, random_floats(rng, n));
+                std::memcpy(W.data() + r * wrb, row.data(), wrb);
+            }
+            for (int64_t m : {1, 2, 3, 5, 7}) {
+                std::vector<uint8_t> A(arb * m);
+                for (int64_t j = 0; j < m; ++j) {
+                    auto row = quantized(at, random_floats(rng, n));
+                    std::memcpy(A.data() + j * arb, row.data(), arb);
+                }
+                const int64_t ldy = R + 3;
+                const int64_t ranges[][2] = {{0, R}, {3, R - 2}, {5, 6}, {0, 4}, {1, 10}, {8, 8}};
+                for (const KernelSet& ks : kernel_sets()) {
+                    for (const auto& rg : ranges) {
+                        std::vector<float> Y(ldy * m, -999.0f);
+                        ks.matmul_rows(t, W.data(), wrb, n, rg[0], rg[1], A.data(), arb, m, Y.data(), ldy);
+                        int bad = 0;
+                        for (int64_t j = 0; j < m; ++j) {
+                            for (int64_t r = 0; r < ldy; ++r) {
+                                const float got = Y[j * ldy + r];
+                                if (r < rg[0] || r >= rg[1]) {
+                                    if (got != -999.0f) ++bad;  // outside the range: untouched
+                                    continue;
+                                }
+                                const void* wr = W.data() + r * wrb;
+                                const void* aj = A.data() + j * arb;
+                                const float ref = scalar::vec_dot(t, n, wr, aj);
+                                const double tol = 2e-5 * abs_dot(t, wr, aj, n) + 1e-30;
+                                if (!(std::fabs(double(got) - ref) <= tol)) ++bad;
+                            }
+                        }
+                        CHECK_MESSAGE(bad == 0, ks.name << " " << type_name(t) << " n=" << n << " m=" << m << " rows ["
+                                                        << rg[0] << "," << rg[1] << ")");
+                    }
+                }
+            }
+        }
+    }
+}
+
+TEST_CASE("dispatch names the compiled instruction set") {
+    const std::string name = simd_name();
+#if defined(MINIGPT_AVX512)
+    CHECK(name == "AVX512");
+    CHECK((vec_dot_fn(Type::Q8_0) == avx512::vec_dot_fn(Type::Q8_0)));
+#elif defined(MINIGPT_AVX2)
+    CHECK(name == "AVX2");
+    CHECK((vec_dot_fn(Type::Q8_0) == avx2::vec_dot_fn(Type::Q8_0)));
+#else
+    CHECK(name == "scalar");
+    CHECK((vec_dot_fn(Type::Q8_0) == scalar::vec_dot_fn(Type::Q8_0)));
+#endif
+    MESSAGE("kernels: " << name);
+}
