@@ -292,7 +292,9 @@ inline Status GgufFile::parse(const uint8_t* data, size_t size) {
     if (n_tensors > c.left() / 24)
         return error(StatusCode::bad_format, "tensor count %llu is larger than the file can hold", (unsigned long long)n_tensors);
 
-    kvs.reserve(static_cast<size_t>(n_kv));
+    // Counts are only bounded by the file size here: reserve modestly so that a
+    // corrupt count cannot ask for many times the file's size up front.
+    kvs.reserve(static_cast<size_t>(std::min<uint64_t>(n_kv, 4096)));
     for (uint64_t i = 0; i < n_kv; ++i) {
         GgufKV kv;
         std::string_view key;
@@ -320,7 +322,7 @@ inline Status GgufFile::parse(const uint8_t* data, size_t size) {
                 if (kv.length > c.left() / 8)
                     return error(StatusCode::bad_format, "key '%s': array of %llu strings runs past the end of the file",
                                  kv.key.c_str(), (unsigned long long)kv.length);
-                kv.strings.reserve(static_cast<size_t>(kv.length));
+                kv.strings.reserve(static_cast<size_t>(std::min<uint64_t>(kv.length, 1u << 20)));
                 for (uint64_t k = 0; k < kv.length; ++k) {
                     std::string_view s;
                     if (!c.read_string(s))
@@ -329,7 +331,7 @@ inline Status GgufFile::parse(const uint8_t* data, size_t size) {
                     kv.strings.push_back(s);
                 }
             } else {
-                // Rewind to the array header and let the generic walker check it.
+                // Arrays of arrays: walk the nested values with the generic walker.
                 GgufCursor probe = c;
                 uint64_t n = kv.length;
                 size_t esz = gguf_scalar_size(kv.elem);
@@ -371,7 +373,7 @@ inline Status GgufFile::parse(const uint8_t* data, size_t size) {
     }
     alignment = static_cast<uint64_t>(align);
 
-    tensors.reserve(static_cast<size_t>(n_tensors));
+    tensors.reserve(static_cast<size_t>(std::min<uint64_t>(n_tensors, 4096)));
     for (uint64_t i = 0; i < n_tensors; ++i) {
         GgufTensor t;
         std::string_view name;
@@ -432,11 +434,12 @@ inline Status GgufFile::parse(const uint8_t* data, size_t size) {
         if (add_overflows(data_offset, t.offset, &start) || add_overflows(start, t.nbytes, &end) || end > size)
             return error(StatusCode::bad_format, "tensor '%s': data (%llu bytes at offset %llu) extends past the end of the file",
                          t.name.c_str(), (unsigned long long)t.nbytes, (unsigned long long)t.offset);
+        t.data = data + start;
+        if (t.nbytes == 0) continue;  // an empty tensor occupies no bytes
         if (prev_name && start < prev_end)
             return error(StatusCode::bad_format, "tensor '%s': data overlaps tensor '%s'", t.name.c_str(), prev_name);
         prev_end = end;
         prev_name = t.name.c_str();
-        t.data = data + start;
     }
     return Status();
 }

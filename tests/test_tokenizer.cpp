@@ -1,0 +1,655 @@
+// Tests of the vocabulary loader and the SentencePiece tokenizer against the
+// token ids llama.cpp produced for the vocabularies in the test data.
+#define MINIGPT_IMPLEMENTATION
+#define DOCTEST_CONFIG_IMPLEMENT_WITH_MAIN
+#include <doctest/doctest.h>
+#include "minigpt.hpp"
+#include "test_util.hpp"
+
+#include <algorithm>
+#include <cstdint>
+#include <random>
+#include <string>
+#include <vector>
+
+using namespace minigpt;
+using detail::Vocab;
+
+namespace {
+
+// A vocabulary loaded from a GGUF file in the data directory.
+struct LoadedVocab {
+    detail::FileBytes bytes;
+    detail::GgufFile file;
+    Vocab vocab;
+};
+
+void load(const std::string& rel, LoadedVocab& lv) {
+    std::string path = test_util::data_path(rel);
+    Status st = lv.bytes.open(path, true);
+    REQUIRE_MESSAGE(st.ok(), path << ": " << st.to_string());
+    st = lv.file.parse(lv.bytes.data(), lv.bytes.size());
+    REQUIRE_MESSAGE(st.ok(), path << ": " << st.to_string());
+    st = detail::load_vocab(lv.file, lv.vocab);
+    REQUIRE_MESSAGE(st.ok(), path << ": " << st.to_string());
+}
+
+std::vector<int32_t> tok(const Vocab& v, std::string_view s, bool add_special, bool parse_special) {
+    std::vector<int32_t> ids;
+    Status st = detail::tokenize(v, s, add_special, parse_special, ids);
+    REQUIRE_MESSAGE(st.ok(), st.to_string());
+    return ids;
+}
+
+std::string detok(const Vocab& v, const std::vector<int32_t>& ids, bool render_special) {
+    return detail::detokenize(v, ids.data(), ids.size(), render_special);
+}
+
+std::string show_ids(const std::vector<int32_t>& ids) {
+    std::string s = "[";
+    for (size_t i = 0; i < ids.size(); ++i) s += (i ? "," : "") + std::to_string(ids[i]);
+    return s + "]";
+}
+
+// Text with every byte outside printable ASCII written as \xNN.
+std::string show_text(std::string_view s) {
+    std::string r = "\"";
+    for (char c : s) {
+        unsigned char u = static_cast<unsigned char>(c);
+        if (u >= 0x20 && u < 0x7F && c != '\\' && c != '"') {
+            r += c;
+        } else {
+            char b[8];
+            std::snprintf(b, sizeof b, "\\x%02X", u);
+            r += b;
+        }
+    }
+    return r + "\"";
+}
+
+std::vector<int32_t> to_i32(const std::vector<int>& v) { return std::vector<int32_t>(v.begin(), v.end()); }
+
+std::string from_hex(const std::string& h) {
+    std::string out;
+    REQUIRE_MESSAGE(h.size() % 2 == 0, "odd-length hex string " << h);
+    for (size_t i = 0; i < h.size(); i += 2) {
+        int hi = detail::hex_digit(h[i]), lo = detail::hex_digit(h[i + 1]);
+        REQUIRE_MESSAGE((hi >= 0 && lo >= 0), "bad hex string " << h);
+        out += static_cast<char>(hi * 16 + lo);
+    }
+    return out;
+}
+
+// The value of `"key": "..."` in a JSON text, with JSON escapes decoded.
+std::string json_string(const std::string& json, const std::string& key) {
+    size_t k = json.find("\"" + key + "\"");
+    REQUIRE_MESSAGE(k != std::string::npos, "JSON key '" << key << "' not found");
+    size_t i = json.find('"', json.find(':', k + key.size() + 2));
+    REQUIRE(i != std::string::npos);
+    std::string out;
+    for (++i; i < json.size() && json[i] != '"'; ++i) {
+        char c = json[i];
+        if (c != '\\') {
+            out += c;
+            continue;
+        }
+        REQUIRE(i + 1 < json.size());
+        char e = json[++i];
+        switch (e) {
+            case 'n': out += '\n'; break;
+            case 't': out += '\t'; break;
+            case 'r': out += '\r'; break;
+            case 'b': out += '\b'; break;
+            case 'f': out += '\f'; break;
+            case 'u': {
+                REQUIRE(i + 4 < json.size());
+                uint32_t cp = static_cast<uint32_t>(std::stoul(json.substr(i + 1, 4), nullptr, 16));
+                i += 4;
+                if (cp >= 0xD800 && cp < 0xDC00 && i + 6 < json.size() && json[i + 1] == '\\' && json[i + 2] == 'u') {
+                    uint32_t lo = static_cast<uint32_t>(std::stoul(json.substr(i + 3, 4), nullptr, 16));
+                    cp = 0x10000 + ((cp - 0xD800) << 10) + (lo - 0xDC00);
+                    i += 6;
+                }
+                if (cp < 0x80) {
+                    out += static_cast<char>(cp);
+                } else if (cp < 0x800) {
+                    out += static_cast<char>(0xC0 | (cp >> 6));
+                    out += static_cast<char>(0x80 | (cp & 0x3F));
+                } else if (cp < 0x10000) {
+                    out += static_cast<char>(0xE0 | (cp >> 12));
+                    out += static_cast<char>(0x80 | ((cp >> 6) & 0x3F));
+                    out += static_cast<char>(0x80 | (cp & 0x3F));
+                } else {
+                    out += static_cast<char>(0xF0 | (cp >> 18));
+                    out += static_cast<char>(0x80 | ((cp >> 12) & 0x3F));
+                    out += static_cast<char>(0x80 | ((cp >> 6) & 0x3F));
+                    out += static_cast<char>(0x80 | (cp & 0x3F));
+                }
+                break;
+            }
+            default: out += e; break;  // \" \\ \/
+        }
+    }
+    return out;
+}
+
+void append_utf8(std::string& s, uint32_t cp) {
+    if (cp < 0x80) {
+        s += static_cast<char>(cp);
+    } else if (cp < 0x800) {
+        s += static_cast<char>(0xC0 | (cp >> 6));
+        s += static_cast<char>(0x80 | (cp & 0x3F));
+    } else if (cp < 0x10000) {
+        s += static_cast<char>(0xE0 | (cp >> 12));
+        s += static_cast<char>(0x80 | ((cp >> 6) & 0x3F));
+        s += static_cast<char>(0x80 | (cp & 0x3F));
+    } else {
+        s += static_cast<char>(0xF0 | (cp >> 18));
+        s += static_cast<char>(0x80 | ((cp >> 12) & 0x3F));
+        s += static_cast<char>(0x80 | ((cp >> 6) & 0x3F));
+        s += static_cast<char>(0x80 | (cp & 0x3F));
+    }
+}
+
+// Runs llama.cpp's tokenizer test vectors: the .inp file holds texts, each
+// followed by "\n__ggml_vocab_test__\n"; line k of the .out file holds the ids
+// of text k (no BOS/EOS, special tokens not parsed).
+void check_vocab_vectors(const std::string& name) {
+    LoadedVocab lv;
+    load("vocab/" + name, lv);
+    std::string inp = test_util::read_file(test_util::data_path("vocab/" + name + ".inp"));
+    std::string outp = test_util::read_file(test_util::data_path("vocab/" + name + ".out"));
+
+    const std::string sep = "\n__ggml_vocab_test__\n";
+    std::vector<std::string> texts;
+    size_t pos = 0;
+    while (pos < inp.size()) {
+        size_t e = inp.find(sep, pos);
+        REQUIRE_MESSAGE(e != std::string::npos, name << ".inp: text " << texts.size() << " has no separator after it");
+        texts.push_back(inp.substr(pos, e - pos));
+        pos = e + sep.size();
+    }
+    std::vector<std::string> lines;
+    pos = 0;
+    while (pos < outp.size()) {
+        size_t e = outp.find('\n', pos);
+        if (e == std::string::npos) e = outp.size();
+        lines.push_back(outp.substr(pos, e - pos));
+        pos = e + 1;
+    }
+    REQUIRE(texts.size() == 46);
+    REQUIRE_MESSAGE(texts.size() == lines.size(), name << ": " << texts.size() << " texts but " << lines.size() << " lines of ids");
+
+    int failures = 0;
+    for (size_t k = 0; k < texts.size(); ++k) {
+        std::vector<int32_t> expect = to_i32(test_util::parse_ints(lines[k]));
+        std::vector<int32_t> got = tok(lv.vocab, texts[k], false, false);
+        if (got != expect) ++failures;
+        CHECK_MESSAGE(got == expect, name << " text " << k << " " << show_text(texts[k]) << "\n  expected " << show_ids(expect)
+                                          << "\n  got      " << show_ids(got));
+        // And back: the text is rebuilt exactly (the prefix space is dropped again).
+        CHECK_MESSAGE(detok(lv.vocab, got, false) == texts[k], name << " text " << k << " " << show_text(texts[k])
+                                                               << " detokenizes to " << show_text(detok(lv.vocab, got, false)));
+    }
+    CHECK(failures == 0);
+}
+
+// The cases of vocab/extra_cases/<name>.tokens.json: one JSON object per line.
+void check_extra_cases(const std::string& json_rel, const Vocab& v) {
+    std::string json = test_util::read_file(test_util::data_path(json_rel));
+    int n_cases = 0;
+    size_t pos = 0;
+    while ((pos = json.find("{\"text_hex\"", pos)) != std::string::npos) {
+        size_t end = json.find('\n', pos);
+        std::string line = json.substr(pos, end == std::string::npos ? std::string::npos : end - pos);
+        pos = end == std::string::npos ? json.size() : end;
+        ++n_cases;
+        std::string text = from_hex(json_string(line, "text_hex"));
+        const char* keys[4] = {"ids_add0_parse0", "ids_add1_parse0", "ids_add0_parse1", "ids_add1_parse1"};
+        for (int m = 0; m < 4; ++m) {
+            bool add = (m & 1) != 0, parse = (m & 2) != 0;
+            REQUIRE_MESSAGE(line.find(std::string("\"") + keys[m] + "\"") != std::string::npos, "missing " << keys[m]);
+            std::vector<int32_t> expect = to_i32(test_util::json_int_array(line, keys[m]));
+            std::vector<int32_t> got = tok(v, text, add, parse);
+            CHECK_MESSAGE(got == expect, json_rel << " " << show_text(text) << " add_special=" << add << " parse_special=" << parse
+                                                  << "\n  expected " << show_ids(expect) << "\n  got      " << show_ids(got));
+        }
+        std::vector<int32_t> ids = to_i32(test_util::json_int_array(line, "ids_add1_parse1"));
+        std::string want_special = from_hex(json_string(line, "detok_add1_parse1_hex"));
+        std::string want_plain = from_hex(json_string(line, "detok_remove_special_hex"));
+        CHECK_MESSAGE(detok(v, ids, true) == want_special, show_text(text) << ": detokenize(render_special) gives "
+                                                                           << show_text(detok(v, ids, true)) << ", expected "
+                                                                           << show_text(want_special));
+        CHECK_MESSAGE(detok(v, ids, false) == want_plain, show_text(text) << ": detokenize gives "
+                                                                          << show_text(detok(v, ids, false)) << ", expected "
+                                                                          << show_text(want_plain));
+    }
+    CHECK_MESSAGE(n_cases >= 16, json_rel << ": only " << n_cases << " cases found");
+}
+
+// A hand-made SPM vocabulary: the given pieces (U+2581 for spaces) with scores.
+Vocab small_vocab(const std::vector<std::pair<std::string, float>>& pieces, bool byte_tokens, bool with_unk) {
+    Vocab v;
+    v.model = "llama";
+    auto add = [&](const std::string& t, float s, int32_t type) {
+        v.text.push_back(t);
+        v.score.push_back(s);
+        v.type.push_back(type);
+    };
+    add(with_unk ? "<unk>" : "<pad>", 0, with_unk ? Vocab::unknown : Vocab::unused);
+    add("<s>", 0, Vocab::control);
+    add("</s>", 0, Vocab::control);
+    if (byte_tokens) {
+        for (int b = 0; b < 256; ++b) {
+            char name[8];
+            std::snprintf(name, sizeof name, "<0x%02X>", b);
+            add(name, 0, Vocab::byte);
+        }
+    }
+    for (const auto& p : pieces) add(p.first, p.second, Vocab::normal);
+    v.unk = with_unk ? 0 : -1;
+    v.bos = 1;
+    v.eos = 2;
+    return v;
+}
+
+// ---------------------------------------------------------------------------
+// A minimal GGUF writer for malformed-metadata tests.
+struct GgufBuilder {
+    std::string kv;
+    uint64_t n_kv = 0;
+    template <typename T>
+    static void put(std::string& s, T v) {
+        char b[sizeof(T)];
+        std::memcpy(b, &v, sizeof(T));
+        s.append(b, sizeof(T));
+    }
+    static void put_str(std::string& s, const std::string& t) {
+        put<uint64_t>(s, t.size());
+        s += t;
+    }
+    void key(const std::string& k, uint32_t type) {
+        put_str(kv, k);
+        put<uint32_t>(kv, type);
+        ++n_kv;
+    }
+    void str(const std::string& k, const std::string& v) {
+        key(k, 8);
+        put_str(kv, v);
+    }
+    void u32(const std::string& k, uint32_t v) {
+        key(k, 4);
+        put<uint32_t>(kv, v);
+    }
+    void strings(const std::string& k, const std::vector<std::string>& v) {
+        key(k, 9);
+        put<uint32_t>(kv, 8);
+        put<uint64_t>(kv, v.size());
+        for (const auto& s : v) put_str(kv, s);
+    }
+    void floats(const std::string& k, const std::vector<float>& v) {
+        key(k, 9);
+        put<uint32_t>(kv, 6);
+        put<uint64_t>(kv, v.size());
+        for (float f : v) put<float>(kv, f);
+    }
+    void ints(const std::string& k, const std::vector<int32_t>& v) {
+        key(k, 9);
+        put<uint32_t>(kv, 5);
+        put<uint64_t>(kv, v.size());
+        for (int32_t i : v) put<int32_t>(kv, i);
+    }
+    std::string bytes() const {
+        std::string s = "GGUF";
+        put<uint32_t>(s, 3);
+        put<uint64_t>(s, 0);
+        put<uint64_t>(s, n_kv);
+        return s + kv;
+    }
+};
+
+Status load_built(const GgufBuilder& b, Vocab& v) {
+    std::string bytes = b.bytes();
+    detail::GgufFile f;
+    Status st = f.parse(reinterpret_cast<const uint8_t*>(bytes.data()), bytes.size());
+    REQUIRE_MESSAGE(st.ok(), st.to_string());
+    return detail::load_vocab(f, v);
+}
+
+}  // namespace
+
+TEST_CASE("llama-spm vocab: every llama.cpp test vector") { check_vocab_vectors("ggml-vocab-llama-spm.gguf"); }
+
+TEST_CASE("phi-3 vocab: every llama.cpp test vector") { check_vocab_vectors("ggml-vocab-phi-3.gguf"); }
+
+TEST_CASE("llama-spm vocab: metadata") {
+    LoadedVocab lv;
+    load("vocab/ggml-vocab-llama-spm.gguf", lv);
+    const Vocab& v = lv.vocab;
+    CHECK(v.n_vocab() == 32000);
+    CHECK(v.model == "llama");
+    CHECK(v.bos == 1);
+    CHECK(v.eos == 2);
+    CHECK(v.unk == 0);
+    CHECK(v.add_bos);
+    CHECK_FALSE(v.add_eos);
+    CHECK(v.add_space_prefix);
+    CHECK(v.find("\xE2\x96\x81Hello") == 15043);
+    CHECK(v.find("no-such-piece") == -1);
+    CHECK(v.byte_token[0xE6] == 3 + 0xE6);
+    CHECK(detail::is_eog(v, 2));
+    CHECK_FALSE(detail::is_eog(v, 1));
+    CHECK_FALSE(detail::is_eog(v, 15043));
+    CHECK_FALSE(detail::is_eog(v, -1));
+    CHECK_FALSE(detail::is_eog(v, 32000));
+}
+
+TEST_CASE("token_to_piece") {
+    LoadedVocab lv;
+    load("vocab/ggml-vocab-llama-spm.gguf", lv);
+    const Vocab& v = lv.vocab;
+    CHECK(detail::token_to_piece(v, 15043, false) == " Hello");
+    CHECK(detail::token_to_piece(v, 3186, false) == " world");
+    CHECK(detail::token_to_piece(v, 13, false) == "\n");               // <0x0A>
+    CHECK(detail::token_to_piece(v, 3 + 0xF0, false) == "\xF0");       // one byte of a character
+    CHECK(detail::token_to_piece(v, 1, false).empty());                // control: hidden
+    CHECK(detail::token_to_piece(v, 1, true) == "<s>");
+    CHECK(detail::token_to_piece(v, 0, false).empty());                // unknown: hidden
+    CHECK(detail::token_to_piece(v, 0, true) == "<unk>");
+    CHECK(detail::token_to_piece(v, -1, true).empty());
+    CHECK(detail::token_to_piece(v, 32000, true).empty());
+    CHECK(detail::token_to_piece(v, 1 << 30, true).empty());
+    // Byte tokens of one emoji rebuild it only when joined.
+    std::vector<int32_t> ids = {243, 162, 169, 156};
+    CHECK(detok(v, ids, false) == "\xF0\x9F\xA6\x99");
+    // The first piece loses the prefix space; a BOS in front keeps it.
+    CHECK(detok(v, {15043, 3186}, false) == "Hello world");
+    CHECK(detok(v, {1, 15043, 3186}, false) == " Hello world");
+    CHECK(detok(v, {1, 15043, 3186}, true) == "<s> Hello world");
+    CHECK(detail::detokenize(v, nullptr, 0, true).empty());
+}
+
+TEST_CASE("stories260K: prompt ids and greedy text") {
+    LoadedVocab lv;
+    load("models/stories260K.gguf", lv);
+    const Vocab& v = lv.vocab;
+    CHECK(v.n_vocab() == 512);
+    CHECK(tok(v, "Once upon a time", true, false) == std::vector<int32_t>{1, 403, 407, 261, 378});
+    CHECK(tok(v, "Once upon a time", false, false) == std::vector<int32_t>{403, 407, 261, 378});
+
+    std::string json = test_util::read_file(test_util::data_path("models/stories260K.greedy200.json"));
+    std::vector<int32_t> prompt = to_i32(test_util::json_int_array(json, "prompt_ids"));
+    std::vector<int32_t> gen = to_i32(test_util::json_int_array(json, "generated_ids"));
+    std::string text = json_string(json, "generated_text");
+    REQUIRE(gen.size() == 200);
+    CHECK(prompt == tok(v, json_string(json, "prompt"), true, false));
+    std::string got = detok(v, gen, false);
+    CHECK_MESSAGE(got == text, "got " << show_text(got) << "\nexpected " << show_text(text));
+    // llama-simple prints the prompt with BOS rendered, then the generated text.
+    std::vector<int32_t> all = prompt;
+    all.insert(all.end(), gen.begin(), gen.end());
+    CHECK(detok(v, all, true) == "<s> Once upon a time" + text);
+    // Piece by piece gives the same bytes after the first token.
+    std::string joined;
+    for (int32_t id : gen) joined += detail::token_to_piece(v, id, false);
+    CHECK(joined == text);
+}
+
+TEST_CASE("extra cases: llama-spm (all add_special / parse_special combinations)") {
+    LoadedVocab lv;
+    load("vocab/ggml-vocab-llama-spm.gguf", lv);
+    check_extra_cases("vocab/extra_cases/llama-spm.tokens.json", lv.vocab);
+}
+
+TEST_CASE("extra cases: tok512 (stories260K)") {
+    LoadedVocab lv;
+    load("models/stories260K.gguf", lv);
+    check_extra_cases("vocab/extra_cases/tok512.tokens.json", lv.vocab);
+}
+
+TEST_CASE("round trip of random UTF-8 text (llama-spm)") {
+    LoadedVocab lv;
+    load("vocab/ggml-vocab-llama-spm.gguf", lv);
+    const Vocab& v = lv.vocab;
+    std::mt19937 rng(20260822u);
+    // Code point ranges: ASCII, whitespace, Latin-1/Greek/Cyrillic, CJK, emoji, astral planes.
+    const uint32_t ranges[][2] = {{0x20, 0x7E}, {0x20, 0x20}, {0x0A, 0x0A}, {0x09, 0x09}, {0xA0, 0x4FF},
+                                  {0x3040, 0x30FF}, {0x4E00, 0x9FFF}, {0x1F300, 0x1F6FF}, {0x10000, 0x10FFFF}};
+    const size_t n_ranges = sizeof ranges / sizeof ranges[0];
+    int failures = 0;
+    for (int iter = 0; iter < 300 && failures < 5; ++iter) {
+        std::string s;
+        int len = static_cast<int>(rng() % 40);
+        for (int i = 0; i < len; ++i) {
+            const uint32_t* r = ranges[rng() % n_ranges];
+            uint32_t cp = r[0] + rng() % (r[1] - r[0] + 1);
+            if (cp >= 0xD800 && cp <= 0xDFFF) cp = 'x';
+            append_utf8(s, cp);
+        }
+        REQUIRE(utf8_valid(s));
+        std::vector<int32_t> ids = tok(v, s, false, false);
+        for (int32_t id : ids) REQUIRE((id >= 0 && id < v.n_vocab()));
+        std::string back = detok(v, ids, false);
+        if (back != s) ++failures;
+        CHECK_MESSAGE(back == s, show_text(s) << " -> " << show_ids(ids) << " -> " << show_text(back));
+        // With BOS in front the prefix space stays.
+        std::vector<int32_t> with_bos = tok(v, s, true, false);
+        REQUIRE(!with_bos.empty());
+        CHECK(with_bos[0] == 1);
+        CHECK(detok(v, with_bos, false) == (s.empty() ? std::string() : " " + s));
+    }
+}
+
+TEST_CASE("invalid UTF-8 goes through byte tokens") {
+    LoadedVocab lv;
+    load("vocab/ggml-vocab-llama-spm.gguf", lv);
+    const Vocab& v = lv.vocab;
+    // A lone continuation byte, a truncated 3-byte character, a bad lead byte.
+    std::string s = std::string("a\x80") + "b" + "\xE6\x97" + " c\xFF";
+    std::vector<int32_t> ids = tok(v, s, false, false);
+    CHECK(detok(v, ids, false) == s);
+    bool has_80 = false, has_ff = false;
+    for (int32_t id : ids) {
+        has_80 = has_80 || id == 3 + 0x80;
+        has_ff = has_ff || id == 3 + 0xFF;
+    }
+    CHECK(has_80);
+    CHECK(has_ff);
+    // Text ending in the middle of a character.
+    std::string t = "\xE6";
+    CHECK(tok(v, t, false, false) == std::vector<int32_t>{29871, 3 + 0xE6});
+
+    std::mt19937 rng(7u);
+    for (int iter = 0; iter < 300; ++iter) {
+        std::string r;
+        int len = static_cast<int>(rng() % 24);
+        for (int i = 0; i < len; ++i) r += static_cast<char>(rng() & 0xFF);
+        std::vector<int32_t> out;
+        Status st = detail::tokenize(v, r, true, true, out);
+        REQUIRE_MESSAGE(st.ok(), st.to_string());
+        for (int32_t id : out) REQUIRE((id >= 0 && id < v.n_vocab()));
+        // Without special-token parsing nothing is lost.
+        CHECK_MESSAGE(detok(v, tok(v, r, false, false), false) == r, show_text(r));
+    }
+}
+
+TEST_CASE("special tokens: control only with parse_special, user-defined always") {
+    LoadedVocab lv;
+    load("vocab/ggml-vocab-phi-3.gguf", lv);
+    const Vocab& v = lv.vocab;
+    CHECK(v.eos == 32000);
+    CHECK(v.eot == 32007);  // <|end|>
+    CHECK(detail::is_eog(v, 32000));
+    CHECK(detail::is_eog(v, 32007));
+    CHECK_FALSE(detail::is_eog(v, 32010));
+    CHECK_FALSE(detail::is_eog(v, 100));
+
+    // <|user|> is a control token: plain text unless parse_special.
+    std::vector<int32_t> plain = tok(v, "<|user|>Hi", false, false);
+    for (int32_t id : plain) CHECK(id < 32000);
+    CHECK(detok(v, plain, false) == "<|user|>Hi");
+    // Parsed: the text after it gets the prefix space again. Phi-3's special
+    // tokens also swallow the whitespace after them (llama.cpp's rule).
+    std::vector<int32_t> hi = tok(v, "Hi", false, false);
+    std::vector<int32_t> expect = {32010};
+    expect.insert(expect.end(), hi.begin(), hi.end());
+    expect.push_back(32007);
+    CHECK(tok(v, "<|user|>\nHi<|end|>", false, true) == expect);
+    CHECK(detok(v, expect, true) == "<|user|> Hi<|end|>");
+    // </s> is USER_DEFINED in this vocabulary, so it is matched even without parse_special.
+    std::vector<int32_t> ud = tok(v, "a</s>b", false, false);
+    REQUIRE(ud.size() >= 3);
+    CHECK(std::count(ud.begin(), ud.end(), 2) == 1);
+    CHECK(detok(v, ud, false) == "a</s> b");
+}
+
+TEST_CASE("special tokens: longest match first (hand-made vocab)") {
+    Vocab v = small_vocab({{"a", -1}, {"b", -1}, {"<", -1}, {">", -1}, {"|", -1}}, true, true);
+    v.text.push_back("<|a|>");
+    v.score.push_back(0);
+    v.type.push_back(Vocab::control);
+    v.text.push_back("<|a|><|b|>");
+    v.score.push_back(0);
+    v.type.push_back(Vocab::control);
+    v.add_space_prefix = false;
+    REQUIRE(detail::init_vocab(v).ok());
+    int32_t one = v.n_vocab() - 2, two = v.n_vocab() - 1;
+    CHECK(tok(v, "<|a|><|b|><|a|>", false, true) == std::vector<int32_t>{two, one});
+    std::vector<int32_t> off = tok(v, "<|a|>", false, false);
+    CHECK(off.size() == 5);
+}
+
+TEST_CASE("SPM merges: best score first, ties to the leftmost pair") {
+    // "ab" and "bc" score the same: the leftmost pair wins, then "c" is left alone.
+    Vocab v = small_vocab({{"a", -1}, {"b", -1}, {"c", -1}, {"ab", -2}, {"bc", -2}, {"\xE2\x96\x81", -5}}, true, true);
+    v.add_space_prefix = false;
+    REQUIRE(detail::init_vocab(v).ok());
+    int32_t a = v.find("a"), c = v.find("c"), ab = v.find("ab"), bc = v.find("bc");
+    CHECK(tok(v, "abc", false, false) == std::vector<int32_t>{ab, c});
+    // A better-scored pair on the right wins over the leftmost one.
+    v.score[static_cast<size_t>(bc)] = -1.5f;
+    CHECK(tok(v, "abc", false, false) == std::vector<int32_t>{a, bc});
+    // add_special adds BOS, and EOS when asked.
+    v.add_eos = true;
+    CHECK(tok(v, "abc", true, false) == std::vector<int32_t>{1, a, bc, 2});
+    v.add_bos = false;
+    CHECK(tok(v, "", true, false) == std::vector<int32_t>{2});
+}
+
+TEST_CASE("no byte tokens: unknown characters become UNK") {
+    Vocab v = small_vocab({{"\xE2\x96\x81", -1}, {"a", -1}}, false, true);
+    REQUIRE(detail::init_vocab(v).ok());
+    int32_t sp = v.find("\xE2\x96\x81"), a = v.find("a");
+    CHECK(tok(v, "a\xC3\xA9" "a", false, false) == std::vector<int32_t>{sp, a, 0, a});
+    // Without UNK either, the text cannot be encoded: an error, not a crash.
+    Vocab w = small_vocab({{"\xE2\x96\x81", -1}, {"a", -1}}, false, false);
+    REQUIRE(detail::init_vocab(w).ok());
+    std::vector<int32_t> out;
+    Status st = detail::tokenize(w, "a\xC3\xA9", false, false, out);
+    CHECK(st.code() == StatusCode::invalid_argument);
+    CHECK(st.message().find("cannot encode") != std::string::npos);
+}
+
+TEST_CASE("bad vocabularies are rejected with a clear Status") {
+    {
+        Vocab v;
+        v.model = "llama";
+        Status st = detail::init_vocab(v);
+        CHECK(st.code() == StatusCode::bad_format);
+        CHECK(st.message().find("empty") != std::string::npos);
+    }
+    {
+        Vocab v = small_vocab({{"a", -1}}, false, true);
+        v.score.pop_back();
+        CHECK(detail::init_vocab(v).code() == StatusCode::bad_format);
+    }
+    {
+        Vocab v = small_vocab({{"a", -1}}, false, true);
+        v.bos = 1000;
+        Status st = detail::init_vocab(v);
+        CHECK(st.code() == StatusCode::bad_format);
+        CHECK(st.message().find("BOS") != std::string::npos);
+    }
+    {
+        Vocab v;
+        std::vector<int32_t> out;
+        CHECK(detail::tokenize(v, "abc", true, false, out).code() == StatusCode::invalid_argument);
+        CHECK(detail::token_to_piece(v, 0, true).empty());
+        CHECK_FALSE(detail::is_eog(v, 0));
+    }
+    // The byte-level BPE vocabulary of GPT-2 is not supported yet.
+    {
+        LoadedVocab lv;
+        std::string path = test_util::data_path("vocab/ggml-vocab-gpt-2.gguf");
+        REQUIRE(lv.bytes.open(path, true).ok());
+        REQUIRE(lv.file.parse(lv.bytes.data(), lv.bytes.size()).ok());
+        Status st = detail::load_vocab(lv.file, lv.vocab);
+        CHECK(st.code() == StatusCode::unsupported);
+        CHECK(st.message().find("gpt2") != std::string::npos);
+    }
+    // Malformed metadata in a hand-built GGUF.
+    std::vector<std::string> toks = {"<unk>", "<s>", "</s>", "a"};
+    {
+        GgufBuilder b;
+        b.str("tokenizer.ggml.model", "llama");
+        b.strings("tokenizer.ggml.tokens", toks);
+        b.floats("tokenizer.ggml.scores", {0, 0, 0, -1});
+        b.ints("tokenizer.ggml.token_type", {2, 3, 3, 1});
+        b.u32("tokenizer.ggml.padding_token_id", 0xFFFFFFFFu);
+        Vocab v;
+        Status st = load_built(b, v);
+        REQUIRE_MESSAGE(st.ok(), st.to_string());
+        CHECK(v.pad == -1);
+        CHECK(v.bos == 1);
+        // "\xE2\x96\x81" (the prefix space) is no token and there are no byte tokens: UNK.
+        CHECK(tok(v, "a", true, false) == std::vector<int32_t>{1, 0, 3});
+    }
+    {
+        GgufBuilder b;
+        b.strings("tokenizer.ggml.tokens", toks);
+        Vocab v;
+        CHECK(load_built(b, v).code() == StatusCode::bad_format);
+    }
+    {
+        GgufBuilder b;
+        b.str("tokenizer.ggml.model", "llama");
+        b.strings("tokenizer.ggml.tokens", toks);
+        b.floats("tokenizer.ggml.scores", {0, 0, 0});
+        Vocab v;
+        Status st = load_built(b, v);
+        CHECK(st.code() == StatusCode::bad_format);
+        CHECK(st.message().find("scores") != std::string::npos);
+    }
+    {
+        GgufBuilder b;
+        b.str("tokenizer.ggml.model", "llama");
+        b.strings("tokenizer.ggml.tokens", toks);
+        b.strings("tokenizer.ggml.token_type", toks);
+        Vocab v;
+        Status st = load_built(b, v);
+        CHECK(st.code() == StatusCode::bad_format);
+        CHECK(st.message().find("token_type") != std::string::npos);
+    }
+    {
+        GgufBuilder b;
+        b.str("tokenizer.ggml.model", "llama");
+        b.floats("tokenizer.ggml.tokens", {1, 2});
+        Vocab v;
+        CHECK(load_built(b, v).code() == StatusCode::bad_format);
+    }
+    {
+        GgufBuilder b;
+        b.str("tokenizer.ggml.model", "llama");
+        b.strings("tokenizer.ggml.tokens", {});
+        Vocab v;
+        CHECK(load_built(b, v).code() == StatusCode::bad_format);
+    }
+    {
+        GgufBuilder b;
+        b.str("tokenizer.ggml.model", "llama");
+        b.strings("tokenizer.ggml.tokens", toks);
+        b.str("tokenizer.ggml.add_bos_token", "yes");
+        Vocab v;
+        CHECK(load_built(b, v).code() == StatusCode::bad_format);
+    }
+}
