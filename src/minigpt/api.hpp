@@ -53,6 +53,11 @@ struct Hooks {
     LogFn log = nullptr;           // nullptr: silent
     void* log_user = nullptr;
     LogLevel log_level = LogLevel::info;
+    // Allocator for the large buffers (KV cache, scratch, files read into memory).
+    // Set both or neither; nullptr uses malloc/free (or MINIGPT_MALLOC/MINIGPT_FREE).
+    void* (*alloc)(void* user, size_t size) = nullptr;
+    void (*free)(void* user, void* ptr) = nullptr;
+    void* alloc_user = nullptr;
 };
 // Sets the process-wide hooks. Call before creating models; not thread-safe.
 void set_hooks(const Hooks& hooks);
@@ -61,9 +66,20 @@ void set_hooks(const Hooks& hooks);
 // Model: immutable weights + vocabulary + metadata, shared by any number of
 // Contexts on any number of threads.
 // ---------------------------------------------------------------------------
+// Host file access: when ModelParams::file_io is set, Model::load reads the
+// file through it (into memory) instead of opening it itself.
+struct FileIO {
+    void* user = nullptr;
+    // Size of the file in bytes; false when it cannot be opened.
+    bool (*size)(void* user, const char* path, uint64_t* size) = nullptr;
+    // Reads n bytes at offset into dst; false on failure.
+    bool (*read)(void* user, const char* path, uint64_t offset, void* dst, size_t n) = nullptr;
+};
+
 struct ModelParams {
     bool use_mmap = true;      // map the file; false reads it into memory
     bool vocab_only = false;   // load the tokenizer only (tensors are not required)
+    const FileIO* file_io = nullptr;  // optional host file access (see FileIO)
 };
 
 struct ModelInfo {
@@ -132,9 +148,16 @@ struct ContextParams {
     // Optional host job system (see ParallelForFn). nullptr uses the built-in pool.
     ParallelForFn parallel_for = nullptr;
     void* parallel_for_user = nullptr;
-    // Checked between layers and between batches; returning true aborts with StatusCode::aborted.
+    // Polled between layers and during attention, possibly from worker threads;
+    // returning true makes eval() return StatusCode::aborted (the tokens of the
+    // interrupted batch are not added to the context).
     bool (*abort_callback)(void* user) = nullptr;
     void* abort_user = nullptr;
+    // When the window is full: false gives StatusCode::context_full; true drops
+    // the older half of the tokens after the first n_keep and goes on (not for
+    // models with learned absolute positions, such as GPT-2).
+    bool context_shift = false;
+    int n_keep = 0;
 };
 
 class Context {
@@ -160,6 +183,14 @@ public:
     int n_threads() const;
     void reset();             // forget every token
     Status truncate(int n);   // keep the first n tokens of the cache
+    // Drops tokens [n_keep, n_keep + n_discard) and moves the later ones down,
+    // re-rotating their cached keys (what context_shift does when the window is full).
+    Status shift(int n_keep, int n_discard);
+
+    // The whole state (tokens, KV cache, last logits) as bytes, and back. A state
+    // loads only into a context of the same model with n_ctx >= its token count.
+    Status state_save(std::vector<uint8_t>& out) const;
+    Status state_load(const uint8_t* data, size_t size);
 
     const Model& model() const;
     const std::vector<int32_t>& tokens() const;  // the tokens in the KV cache
@@ -218,6 +249,9 @@ private:
 struct GenerateParams {
     int n_predict = 128;   // tokens to generate; < 0 = until end of generation or full context
     bool stop_at_eog = true;
+    // Generation stops when the text contains one of these; the stop string and
+    // what follows it are never passed to the callback.
+    std::vector<std::string> stop;
 };
 
 struct GenerateStats {
@@ -226,6 +260,7 @@ struct GenerateStats {
     double prompt_seconds = 0;
     double generate_seconds = 0;
     bool hit_eog = false;
+    bool hit_stop = false;      // a stop string ended generation
     double prompt_tps() const { return prompt_seconds > 0 ? n_prompt / prompt_seconds : 0; }
     double generate_tps() const { return generate_seconds > 0 ? n_generated / generate_seconds : 0; }
 };
@@ -238,6 +273,22 @@ using TextCallback = std::function<bool(std::string_view text)>;
 Status generate(Context& ctx, Sampler& sampler, const std::vector<int32_t>& prompt,
                 const GenerateParams& params, const TextCallback& on_text,
                 GenerateStats* stats = nullptr);
+
+// ---------------------------------------------------------------------------
+// Scoring.
+// ---------------------------------------------------------------------------
+// Sum of log-probabilities (natural log) of `continuation` following `prompt`
+// (the prompt is evaluated from an empty context, which is reset afterwards).
+Status score_continuation(Context& ctx, const std::vector<int32_t>& prompt,
+                          const std::vector<int32_t>& continuation, double& logprob,
+                          std::vector<double>* per_token = nullptr);
+
+struct TokenProb {
+    int32_t token;
+    float prob;
+};
+// The n most likely next tokens after what ctx holds (softmax of ctx.logits()).
+std::vector<TokenProb> top_tokens(const Context& ctx, int n);
 
 // ---------------------------------------------------------------------------
 // Perplexity, as llama.cpp's perplexity tool computes it: the tokens are cut

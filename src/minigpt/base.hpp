@@ -78,6 +78,8 @@ inline Status error(StatusCode code, const char* fmt, ...) {
 
 // Large buffers (KV cache, scratch) go through MINIGPT_MALLOC when it is defined.
 inline void* raw_alloc(size_t n) {
+    const Hooks& h = hooks();
+    if (h.alloc && h.free) return h.alloc(h.alloc_user, n);
 #if defined(MINIGPT_MALLOC)
     return MINIGPT_MALLOC(n);
 #else
@@ -85,6 +87,11 @@ inline void* raw_alloc(size_t n) {
 #endif
 }
 inline void raw_free(void* p) {
+    const Hooks& h = hooks();
+    if (h.alloc && h.free) {
+        h.free(h.alloc_user, p);
+        return;
+    }
 #if defined(MINIGPT_FREE)
     MINIGPT_FREE(p);
 #else

@@ -139,7 +139,17 @@ struct Context::Impl {
     detail::Act make_act(const float* src, int64_t m, int64_t n, detail::Type vt, int slot);
     void matmul(const detail::Weight& w, const detail::Act& a, int64_t m, float* y);
     void attention(int layer, int m, int n_past);
-    bool aborted() const { return params.abort_callback && params.abort_callback(params.abort_user); }
+    // The abort callback is polled between layers and inside attention; once it
+    // says stop, the flag stays set until the forward pass returns.
+    std::atomic<bool> abort_flag{false};
+    bool aborted() {
+        if (abort_flag.load(std::memory_order_relaxed)) return true;
+        if (params.abort_callback && params.abort_callback(params.abort_user)) {
+            abort_flag.store(true, std::memory_order_relaxed);
+            return true;
+        }
+        return false;
+    }
     size_t scratch_bytes() const;
 };
 
@@ -242,6 +252,7 @@ void Context::Impl::attention(int layer, int m, int n_past) {
     par.for_range(static_cast<int64_t>(m) * H, 1, [&](int64_t b, int64_t e, int chunk) {
         float* s = scores.data() + static_cast<size_t>(chunk) * n_ctx;
         for (int64_t job = b; job < e; ++job) {
+            if ((job & 15) == 0 && aborted()) return;
             const int i = static_cast<int>(job / H), h = static_cast<int>(job % H);
             const int pos = n_past + i;
             const int kvh = h / group;
@@ -336,6 +347,7 @@ Status Context::Impl::forward(const int32_t* toks, int n_tok, float* logits_out,
         std::memcpy(vcache.data() + layer_off + static_cast<size_t>(n_past) * KVd, v.data(), sizeof(float) * m * KVd);
 
         attention(l, m, n_past);
+        if (aborted()) return error(StatusCode::aborted, "aborted by the abort callback");
 
         Act ao = make_act(att.data(), m, Qd, vec_dot_type(L.wo.type), 0);
         matmul(L.wo, ao, m, out.data());
@@ -360,6 +372,7 @@ Status Context::Impl::forward(const int32_t* toks, int n_tok, float* logits_out,
             for (size_t i = 0; i < mF; ++i) gate[i] = detail::gelu(gate[i], gelu);
         }
         Act ad = make_act(gate.data(), m, F, vec_dot_type(L.w_down.type), 0);
+        if (aborted()) return error(StatusCode::aborted, "aborted by the abort callback");
         matmul(L.w_down, ad, m, out.data());
         add_bias(out.data(), L.b_down, m, E);
         for (size_t i = 0; i < static_cast<size_t>(m) * E; ++i) x[i] += out[i];
@@ -376,6 +389,10 @@ Status Context::Impl::forward(const int32_t* toks, int n_tok, float* logits_out,
     tokens.insert(tokens.end(), toks, toks + m);
     return Status();
 }
+
+namespace detail {
+inline int n_past_of(const Context::Impl& c) { return static_cast<int>(c.tokens.size()); }
+}  // namespace detail
 
 Context::Context() : impl_(new Impl) {}
 Context::~Context() = default;
@@ -403,7 +420,7 @@ Status Context::eval(const int32_t* toks, size_t n, std::vector<float>* all_logi
     for (size_t i = 0; i < n; ++i)
         if (toks[i] < 0 || toks[i] >= V)
             return detail::error(StatusCode::invalid_argument, "eval: token id %d at index %zu is outside [0, %d)", toks[i], i, V);
-    if (n > static_cast<size_t>(c.n_ctx) - c.tokens.size())
+    if (!c.params.context_shift && n > static_cast<size_t>(c.n_ctx) - c.tokens.size())
         return detail::error(StatusCode::context_full, "eval: %zu tokens do not fit: %zu of %d context positions are used",
                              n, c.tokens.size(), c.n_ctx);
     if (all_logits) all_logits->assign(n * static_cast<size_t>(V), 0.0f);
@@ -411,7 +428,18 @@ Status Context::eval(const int32_t* toks, size_t n, std::vector<float>* all_logi
     while (done < n) {
         const int m = static_cast<int>(std::min(n - done, static_cast<size_t>(c.n_batch)));
         const bool last = done + static_cast<size_t>(m) == n;
+        if (c.tokens.size() + static_cast<size_t>(m) > static_cast<size_t>(c.n_ctx)) {
+            // Context shift: drop the older half of what follows the kept prefix.
+            const int n_past = detail::n_past_of(c), keep = std::max(0, std::min(c.params.n_keep, n_past));
+            const int discard = std::max((n_past - keep) / 2, n_past + m - c.n_ctx);
+            if (keep + discard > n_past)
+                return detail::error(StatusCode::context_full,
+                                     "eval: no room for %d tokens: %d context positions, %d kept", m, c.n_ctx, keep);
+            Status st = shift(keep, discard);
+            if (!st.ok()) return st;
+        }
         float* dst = all_logits ? all_logits->data() + done * V : c.out.data();
+        c.abort_flag.store(false);
         Status st = c.forward(toks + done, m, dst, all_logits != nullptr);
         if (!st.ok()) return st;
         if (last) {
@@ -420,6 +448,99 @@ Status Context::eval(const int32_t* toks, size_t n, std::vector<float>* all_logi
         }
         done += static_cast<size_t>(m);
     }
+    return Status();
+}
+
+Status Context::shift(int n_keep, int n_discard) {
+    using namespace detail;
+    Impl& c = *impl_;
+    const int n_past = detail::n_past_of(c);
+    if (n_keep < 0 || n_discard <= 0 || n_keep > n_past || n_discard > n_past - n_keep)
+        return error(StatusCode::invalid_argument, "shift: keep %d and discard %d do not fit %d tokens", n_keep, n_discard,
+                     n_past);
+    const Hparams& hp = c.hp;
+    if (hp.traits.pos_embd)
+        return error(StatusCode::unsupported, "shift: %s models have absolute position embeddings", hp.traits.name);
+    const int KV = hp.kv_dim();
+    std::vector<float> cs(static_cast<size_t>(std::max(hp.n_rot, 2)));
+    const float* ff = c.m->rope_freqs ? reinterpret_cast<const float*>(c.m->rope_freqs.data) : nullptr;
+    if (hp.n_rot > 0) rope_angles(-n_discard, hp.n_rot, hp.rope_base, hp.rope_freq_scale, ff, cs.data());
+    for (int l = 0; l < hp.n_layer; ++l) {
+        float* K = c.kcache.data() + static_cast<size_t>(l) * c.n_ctx * KV;
+        float* V = c.vcache.data() + static_cast<size_t>(l) * c.n_ctx * KV;
+        for (int t = n_keep + n_discard; t < n_past; ++t) {
+            float* kd = K + static_cast<size_t>(t - n_discard) * KV;
+            std::memmove(kd, K + static_cast<size_t>(t) * KV, sizeof(float) * KV);
+            std::memmove(V + static_cast<size_t>(t - n_discard) * KV, V + static_cast<size_t>(t) * KV, sizeof(float) * KV);
+            if (hp.traits.rope != RopeKind::none) rope_apply(kd, hp.n_head_kv, hp.head_dim, hp.n_rot, cs.data(), hp.traits.rope);
+        }
+    }
+    c.tokens.erase(c.tokens.begin() + n_keep, c.tokens.begin() + n_keep + n_discard);
+    return Status();
+}
+
+namespace detail {
+constexpr uint32_t kStateMagic = 0x5453474Du;  // "MGST"
+constexpr uint32_t kStateVersion = 1;
+}  // namespace detail
+
+Status Context::state_save(std::vector<uint8_t>& out) const {
+    const Impl& c = *impl_;
+    const detail::Hparams& hp = c.hp;
+    const uint32_t head[6] = {detail::kStateMagic, detail::kStateVersion, static_cast<uint32_t>(hp.n_layer),
+                              static_cast<uint32_t>(hp.kv_dim()), static_cast<uint32_t>(hp.n_vocab),
+                              static_cast<uint32_t>(c.tokens.size())};
+    const size_t n = c.tokens.size(), KV = static_cast<size_t>(hp.kv_dim());
+    out.clear();
+    out.reserve(sizeof head + n * 4 + c.last_logits.size() * 4 + 2 * hp.n_layer * n * KV * 4);
+    auto put = [&](const void* p, size_t bytes) {
+        const uint8_t* b = static_cast<const uint8_t*>(p);
+        out.insert(out.end(), b, b + bytes);
+    };
+    put(head, sizeof head);
+    put(c.tokens.data(), n * sizeof(int32_t));
+    put(c.last_logits.data(), c.last_logits.size() * sizeof(float));
+    for (int l = 0; l < hp.n_layer; ++l) {
+        const size_t off = static_cast<size_t>(l) * c.n_ctx * KV;
+        put(c.kcache.data() + off, n * KV * sizeof(float));
+        put(c.vcache.data() + off, n * KV * sizeof(float));
+    }
+    return Status();
+}
+
+Status Context::state_load(const uint8_t* data, size_t size) {
+    using namespace detail;
+    Impl& c = *impl_;
+    const Hparams& hp = c.hp;
+    uint32_t head[6];
+    if (!data || size < sizeof head) return error(StatusCode::bad_format, "state_load: the state is truncated");
+    std::memcpy(head, data, sizeof head);
+    if (head[0] != kStateMagic || head[1] != kStateVersion)
+        return error(StatusCode::bad_format, "state_load: not a minigpt state (or another version)");
+    if (head[2] != static_cast<uint32_t>(hp.n_layer) || head[3] != static_cast<uint32_t>(hp.kv_dim()) ||
+        head[4] != static_cast<uint32_t>(hp.n_vocab))
+        return error(StatusCode::invalid_argument, "state_load: the state belongs to a different model");
+    const size_t n = head[5], KV = static_cast<size_t>(hp.kv_dim());
+    if (n > static_cast<size_t>(c.n_ctx))
+        return error(StatusCode::context_full, "state_load: %zu tokens do not fit a context of %d", n, c.n_ctx);
+    const size_t need = sizeof head + n * 4 + static_cast<size_t>(hp.n_vocab) * 4 + 2 * static_cast<size_t>(hp.n_layer) * n * KV * 4;
+    if (size != need) return error(StatusCode::bad_format, "state_load: %zu bytes, expected %zu", size, need);
+    const uint8_t* p = data + sizeof head;
+    std::vector<int32_t> toks(n);
+    std::memcpy(toks.data(), p, n * 4);
+    p += n * 4;
+    for (int32_t t : toks)
+        if (t < 0 || t >= hp.n_vocab) return error(StatusCode::bad_format, "state_load: token id %d out of range", t);
+    std::memcpy(c.last_logits.data(), p, static_cast<size_t>(hp.n_vocab) * 4);
+    p += static_cast<size_t>(hp.n_vocab) * 4;
+    for (int l = 0; l < hp.n_layer; ++l) {
+        const size_t off = static_cast<size_t>(l) * c.n_ctx * KV;
+        std::memcpy(c.kcache.data() + off, p, n * KV * 4);
+        p += n * KV * 4;
+        std::memcpy(c.vcache.data() + off, p, n * KV * 4);
+        p += n * KV * 4;
+    }
+    c.tokens = std::move(toks);
     return Status();
 }
 

@@ -549,6 +549,27 @@ public:
     ~FileBytes() { close(); }
 
     Status open(const std::string& path, bool use_mmap);
+    // Reads the whole file through the host's FileIO hooks.
+    Status open_with(const std::string& path, const FileIO& io) {
+        close();
+        if (!io.size || !io.read) return error(StatusCode::invalid_argument, "FileIO needs both size and read");
+        uint64_t n = 0;
+        if (!io.size(io.user, path.c_str(), &n)) return error(StatusCode::io_error, "%s: cannot open file", path.c_str());
+        if (n == 0) return error(StatusCode::bad_format, "%s: the file is empty", path.c_str());
+        if (n > std::numeric_limits<size_t>::max() / 2 || !owned_.allocate(static_cast<size_t>(n)))
+            return error(StatusCode::out_of_memory, "%s: cannot allocate %llu bytes", path.c_str(), (unsigned long long)n);
+        const size_t chunk = size_t(1) << 26;
+        for (uint64_t off = 0; off < n; off += chunk) {
+            const size_t len = static_cast<size_t>(std::min<uint64_t>(chunk, n - off));
+            if (!io.read(io.user, path.c_str(), off, owned_.data() + off, len)) {
+                owned_.release();
+                return error(StatusCode::io_error, "%s: read failed at offset %llu", path.c_str(), (unsigned long long)off);
+            }
+        }
+        data_ = owned_.data();
+        size_ = static_cast<size_t>(n);
+        return Status();
+    }
     void borrow(const void* data, size_t size) {
         close();
         data_ = static_cast<const uint8_t*>(data);

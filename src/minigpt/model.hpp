@@ -324,7 +324,8 @@ Model::~Model() = default;
 Status Model::load(const std::string& path, const ModelParams& params, std::shared_ptr<Model>& out) {
     out.reset();
     std::shared_ptr<Model> m(new Model());
-    Status st = m->impl_->bytes.open(path, params.use_mmap);
+    Status st = params.file_io ? m->impl_->bytes.open_with(path, *params.file_io)
+                               : m->impl_->bytes.open(path, params.use_mmap);
     if (!st.ok()) return st;
     st = m->impl_->load(params);
     if (!st.ok()) return Status(st.code(), path + ": " + st.message());

@@ -28,6 +28,53 @@ private:
     std::string pending_;
 };
 
+// Holds back text that could be the beginning of a stop string.
+class StopMatcher {
+public:
+    explicit StopMatcher(const std::vector<std::string>& stops) : stops_(stops) {}
+
+    // Adds text; returns what can be emitted. Sets `stopped` when a stop string
+    // appeared: the text before it is returned and the rest dropped.
+    std::string push(const std::string& text, bool& stopped) {
+        held_ += text;
+        size_t first = std::string::npos;
+        for (const std::string& s : stops_) {
+            if (s.empty()) continue;
+            size_t p = held_.find(s);
+            if (p < first) first = p;
+        }
+        if (first != std::string::npos) {
+            stopped = true;
+            std::string out = held_.substr(0, first);
+            held_.clear();
+            return out;
+        }
+        // Keep the longest suffix that is a proper prefix of a stop string.
+        size_t keep = 0;
+        for (const std::string& s : stops_) {
+            for (size_t k = std::min(s.size() - (s.empty() ? 0 : 1), held_.size()); k > keep; --k) {
+                if (held_.compare(held_.size() - k, k, s, 0, k) == 0) {
+                    keep = k;
+                    break;
+                }
+            }
+        }
+        size_t cut = utf8_complete_prefix(held_.data(), held_.size() - keep);
+        std::string out = held_.substr(0, cut);
+        held_.erase(0, cut);
+        return out;
+    }
+    std::string finish() {
+        std::string out;
+        out.swap(held_);
+        return out;
+    }
+
+private:
+    const std::vector<std::string>& stops_;
+    std::string held_;
+};
+
 }  // namespace detail
 
 Status generate(Context& ctx, Sampler& sampler, const std::vector<int32_t>& prompt, const GenerateParams& params,
@@ -55,6 +102,7 @@ Status generate(Context& ctx, Sampler& sampler, const std::vector<int32_t>& prom
     }
 
     Utf8Stream stream;
+    StopMatcher stops(params.stop);
     bool keep_going = true;
     double t0 = now_seconds();
     for (int i = 0; params.n_predict < 0 || i < params.n_predict; ++i) {
@@ -69,15 +117,21 @@ Status generate(Context& ctx, Sampler& sampler, const std::vector<int32_t>& prom
             break;
         }
         ++s.n_generated;
-        std::string text = stream.push(model.token_to_piece(tok));
+        bool stopped = false;
+        std::string text = stops.push(stream.push(model.token_to_piece(tok)), stopped);
         if (!text.empty() && on_text && !on_text(text)) {
             keep_going = false;
             break;
         }
-        // The last requested token needs no evaluation; nor can one past the window.
+        if (stopped) {
+            s.hit_stop = true;
+            keep_going = false;
+            break;
+        }
+        // The last requested token needs no evaluation.
         if (params.n_predict >= 0 && i + 1 == params.n_predict) break;
-        if (ctx.n_past() >= ctx.n_ctx()) break;
         Status st = ctx.eval(&tok, 1);
+        if (st.code() == StatusCode::context_full) break;  // the window is full (and may not shift)
         if (!st.ok()) {
             s.generate_seconds = now_seconds() - t0;
             return st;
@@ -85,10 +139,62 @@ Status generate(Context& ctx, Sampler& sampler, const std::vector<int32_t>& prom
     }
     s.generate_seconds = now_seconds() - t0;
     if (keep_going) {
-        std::string tail = stream.finish();
+        bool stopped = false;
+        std::string tail = stops.push(stream.finish(), stopped);
+        if (!stopped) tail += stops.finish();
+        s.hit_stop = stopped;
         if (!tail.empty() && on_text) on_text(tail);
     }
     return Status();
+}
+
+Status score_continuation(Context& ctx, const std::vector<int32_t>& prompt, const std::vector<int32_t>& continuation,
+                          double& logprob, std::vector<double>* per_token) {
+    using namespace detail;
+    logprob = 0;
+    if (per_token) per_token->clear();
+    if (prompt.empty()) return error(StatusCode::invalid_argument, "score_continuation: empty prompt");
+    if (continuation.empty()) return Status();
+    std::vector<int32_t> all(prompt);
+    all.insert(all.end(), continuation.begin(), continuation.end() - 1);
+    ctx.reset();
+    std::vector<float> logits;
+    Status st = ctx.eval(all, &logits);
+    ctx.reset();
+    if (!st.ok()) return st;
+    const int V = ctx.model().n_vocab();
+    for (size_t i = 0; i < continuation.size(); ++i) {
+        const int32_t tok = continuation[i];
+        if (tok < 0 || tok >= V) return error(StatusCode::invalid_argument, "score_continuation: token %d out of range", tok);
+        const float* row = logits.data() + (prompt.size() - 1 + i) * static_cast<size_t>(V);
+        float mx = row[0];
+        for (int v = 1; v < V; ++v) mx = std::max(mx, row[v]);
+        double sum = 0;
+        for (int v = 0; v < V; ++v) sum += std::exp(static_cast<double>(row[v]) - mx);
+        const double lp = static_cast<double>(row[tok]) - mx - std::log(sum);
+        logprob += lp;
+        if (per_token) per_token->push_back(lp);
+    }
+    return Status();
+}
+
+std::vector<TokenProb> top_tokens(const Context& ctx, int n) {
+    std::vector<TokenProb> out;
+    const int V = ctx.model().n_vocab();
+    if (n <= 0 || ctx.n_past() == 0) return out;
+    const float* row = ctx.logits();
+    float mx = row[0];
+    for (int v = 1; v < V; ++v) mx = std::max(mx, row[v]);
+    double sum = 0;
+    for (int v = 0; v < V; ++v) sum += std::exp(static_cast<double>(row[v]) - mx);
+    std::vector<int32_t> ids(static_cast<size_t>(V));
+    for (int v = 0; v < V; ++v) ids[static_cast<size_t>(v)] = v;
+    n = std::min(n, V);
+    std::partial_sort(ids.begin(), ids.begin() + n, ids.end(),
+                      [&](int32_t a, int32_t b) { return row[a] > row[b] || (row[a] == row[b] && a < b); });
+    for (int i = 0; i < n; ++i)
+        out.push_back({ids[static_cast<size_t>(i)], static_cast<float>(std::exp(static_cast<double>(row[ids[static_cast<size_t>(i)]]) - mx) / sum)});
+    return out;
 }
 
 Status perplexity(Context& ctx, const std::vector<int32_t>& tokens, PerplexityResult& out,
