@@ -249,7 +249,12 @@ void Context::Impl::attention(int layer, int m, int n_past) {
     const float scale = 1.0f / std::sqrt(static_cast<float>(D));
     const float* K = kcache.data() + static_cast<size_t>(layer) * n_ctx * KV;
     const float* V = vcache.data() + static_cast<size_t>(layer) * n_ctx * KV;
-    par.for_range(static_cast<int64_t>(m) * H, 1, [&](int64_t b, int64_t e, int chunk) {
+    // Small heads (a few floats) are done inline: a kernel call per key costs more than the key.
+    const bool small = D < 32;
+    // Enough work per chunk that handing it to another thread pays.
+    const int64_t job_cost = static_cast<int64_t>(n_past + m) * D * 2;
+    const int64_t grain = std::max<int64_t>(1, (int64_t(1) << 15) / std::max<int64_t>(1, job_cost));
+    par.for_range(static_cast<int64_t>(m) * H, grain, [&](int64_t b, int64_t e, int chunk) {
         float* s = scores.data() + static_cast<size_t>(chunk) * n_ctx;
         for (int64_t job = b; job < e; ++job) {
             if ((job & 15) == 0 && aborted()) return;
@@ -257,11 +262,30 @@ void Context::Impl::attention(int layer, int m, int n_past) {
             const int pos = n_past + i;
             const int kvh = h / group;
             const float* qv = q.data() + static_cast<size_t>(i) * Qd + static_cast<size_t>(h) * D;
-            for (int t = 0; t <= pos; ++t) s[t] = dot_f32(qv, K + static_cast<size_t>(t) * KV + kvh * D, D) * scale;
+            const float* Kh = K + static_cast<size_t>(kvh) * D;
+            const float* Vh = V + static_cast<size_t>(kvh) * D;
+            if (small) {
+                for (int t = 0; t <= pos; ++t) {
+                    const float* kt = Kh + static_cast<size_t>(t) * KV;
+                    float acc = 0;
+                    for (int d = 0; d < D; ++d) acc += qv[d] * kt[d];
+                    s[t] = acc * scale;
+                }
+            } else {
+                for (int t = 0; t <= pos; ++t) s[t] = dot_f32(qv, Kh + static_cast<size_t>(t) * KV, D) * scale;
+            }
             softmax(s, pos + 1);
             float* o = att.data() + static_cast<size_t>(i) * Qd + static_cast<size_t>(h) * D;
             std::memset(o, 0, sizeof(float) * D);
-            for (int t = 0; t <= pos; ++t) axpy_f32(D, s[t], V + static_cast<size_t>(t) * KV + kvh * D, o);
+            if (small) {
+                for (int t = 0; t <= pos; ++t) {
+                    const float* vt = Vh + static_cast<size_t>(t) * KV;
+                    const float w = s[t];
+                    for (int d = 0; d < D; ++d) o[d] += w * vt[d];
+                }
+            } else {
+                for (int t = 0; t <= pos; ++t) axpy_f32(D, s[t], Vh + static_cast<size_t>(t) * KV, o);
+            }
         }
     });
 }

@@ -13,7 +13,7 @@ QUICK START
     minigpt::Context::create(model, {}, ctx);
     std::vector<int32_t> prompt;
     model->tokenize("Once upon a time", prompt);
-    minigpt::Sampler sampler({});
+    minigpt::Sampler sampler;
     minigpt::generate(*ctx, sampler, prompt, {}, [](std::string_view s) {
         fwrite(s.data(), 1, s.size(), stdout); return true; });
 
