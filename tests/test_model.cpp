@@ -235,8 +235,10 @@ void host_parallel_for(void* user, int n, void (*fn)(void*, int), void* arg) {
 
 TEST_CASE("sampling with a seed gives the same text at any thread count and with a host job system") {
     auto m = load_model(test_util::data_path("models/stories260K.gguf"));
+    // A prompt long enough that its evaluation is split across threads.
     std::vector<int32_t> prompt;
-    REQUIRE(m->tokenize("Once upon a time", prompt).ok());
+    REQUIRE(m->tokenize("Once upon a time, there was a little girl named Lily. She loved to play outside in the park. "
+                        "One day, she saw a big, red ball.", prompt).ok());
     std::vector<std::string> texts;
     int host_calls = 0;
     for (int variant = 0; variant < 3; ++variant) {
