@@ -1,5 +1,6 @@
-// Tests of the vocabulary loader and the SentencePiece tokenizer against the
-// token ids llama.cpp produced for the vocabularies in the test data.
+// Tests of the vocabulary loader, the SentencePiece tokenizer and the
+// byte-level BPE tokenizer against the token ids llama.cpp produced for the
+// vocabularies in the test data.
 #define MINIGPT_IMPLEMENTATION
 #define DOCTEST_CONFIG_IMPLEMENT_WITH_MAIN
 #include <doctest/doctest.h>
@@ -577,15 +578,15 @@ TEST_CASE("bad vocabularies are rejected with a clear Status") {
         CHECK(detail::token_to_piece(v, 0, true).empty());
         CHECK_FALSE(detail::is_eog(v, 0));
     }
-    // The byte-level BPE vocabulary of GPT-2 is not supported yet.
+    // A tokenizer model that is neither SPM nor BPE.
     {
-        LoadedVocab lv;
-        std::string path = test_util::data_path("vocab/ggml-vocab-gpt-2.gguf");
-        REQUIRE(lv.bytes.open(path, true).ok());
-        REQUIRE(lv.file.parse(lv.bytes.data(), lv.bytes.size()).ok());
-        Status st = detail::load_vocab(lv.file, lv.vocab);
+        GgufBuilder b;
+        b.str("tokenizer.ggml.model", "bert");
+        b.strings("tokenizer.ggml.tokens", {"a", "b"});
+        Vocab v;
+        Status st = load_built(b, v);
         CHECK(st.code() == StatusCode::unsupported);
-        CHECK(st.message().find("gpt2") != std::string::npos);
+        CHECK(st.message().find("bert") != std::string::npos);
     }
     // Malformed metadata in a hand-built GGUF.
     std::vector<std::string> toks = {"<unk>", "<s>", "</s>", "a"};
@@ -652,4 +653,385 @@ TEST_CASE("bad vocabularies are rejected with a clear Status") {
         Vocab v;
         CHECK(load_built(b, v).code() == StatusCode::bad_format);
     }
+}
+
+// ---------------------------------------------------------------------------
+// Byte-level BPE.
+// ---------------------------------------------------------------------------
+
+TEST_CASE("gpt-2 vocab: every llama.cpp test vector") { check_vocab_vectors("ggml-vocab-gpt-2.gguf"); }
+TEST_CASE("llama-bpe vocab: every llama.cpp test vector") { check_vocab_vectors("ggml-vocab-llama-bpe.gguf"); }
+TEST_CASE("qwen2 vocab: every llama.cpp test vector") { check_vocab_vectors("ggml-vocab-qwen2.gguf"); }
+TEST_CASE("deepseek-llm vocab: every llama.cpp test vector") { check_vocab_vectors("ggml-vocab-deepseek-llm.gguf"); }
+TEST_CASE("deepseek-coder vocab: every llama.cpp test vector") { check_vocab_vectors("ggml-vocab-deepseek-coder.gguf"); }
+TEST_CASE("falcon vocab: every llama.cpp test vector") { check_vocab_vectors("ggml-vocab-falcon.gguf"); }
+TEST_CASE("mpt vocab: every llama.cpp test vector") { check_vocab_vectors("ggml-vocab-mpt.gguf"); }
+TEST_CASE("refact vocab: every llama.cpp test vector") { check_vocab_vectors("ggml-vocab-refact.gguf"); }
+TEST_CASE("starcoder vocab: every llama.cpp test vector") { check_vocab_vectors("ggml-vocab-starcoder.gguf"); }
+
+TEST_CASE("extra cases: gpt-2, llama-bpe, qwen2 (all add_special / parse_special combinations)") {
+    for (const char* name : {"gpt-2", "llama-bpe", "qwen2"}) {
+        std::string vocab_name = name;
+        CAPTURE(vocab_name);
+        LoadedVocab lv;
+        load(std::string("vocab/ggml-vocab-") + name + ".gguf", lv);
+        check_extra_cases(std::string("vocab/extra_cases/") + name + ".tokens.json", lv.vocab);
+    }
+}
+
+TEST_CASE("BPE vocab metadata: llama-bpe and qwen2") {
+    {
+        LoadedVocab lv;
+        load("vocab/ggml-vocab-llama-bpe.gguf", lv);
+        const Vocab& v = lv.vocab;
+        CHECK(v.is_bpe);
+        CHECK(v.n_vocab() == 128256);
+        CHECK(v.merges.size() == 280147);
+        CHECK(v.pre == "llama-bpe");
+        CHECK(v.ignore_merges);
+        CHECK(v.bos == 128000);
+        CHECK(v.eos == 128001);
+        CHECK(v.add_bos);
+        CHECK_FALSE(v.add_eos);
+        CHECK_FALSE(v.add_space_prefix);
+        CHECK(detail::is_eog(v, 128001));
+        CHECK(detail::is_eog(v, v.find("<|eot_id|>")));
+        // " Hello" is one token whose text starts with U+0120 (the space byte).
+        CHECK(detail::token_to_piece(v, 22691, false) == " Hello");
+        CHECK(v.text[22691] == "\xC4\xA0Hello");
+    }
+    {
+        LoadedVocab lv;
+        load("vocab/ggml-vocab-qwen2.gguf", lv);
+        const Vocab& v = lv.vocab;
+        CHECK(v.n_vocab() == 151936);
+        CHECK(v.merges.size() == 151387);
+        CHECK_FALSE(v.ignore_merges);
+        CHECK_FALSE(v.add_bos);
+        CHECK(v.eos == 151645);
+        // <think> is USER_DEFINED: matched without parse_special and rendered as text.
+        int32_t think = v.find("<think>");
+        REQUIRE(think >= 0);
+        CHECK(v.type[static_cast<size_t>(think)] == Vocab::user_defined);
+        std::vector<int32_t> ids = tok(v, "a<think>b", false, false);
+        CHECK(std::count(ids.begin(), ids.end(), think) == 1);
+        CHECK(detok(v, ids, false) == "a<think>b");
+        // <|im_start|> is CONTROL: plain text unless parse_special; not rendered unless asked.
+        int32_t im = v.find("<|im_start|>");
+        REQUIRE(im >= 0);
+        std::vector<int32_t> plain = tok(v, "<|im_start|>", false, false);
+        CHECK(std::find(plain.begin(), plain.end(), im) == plain.end());
+        CHECK(tok(v, "<|im_start|>", false, true) == std::vector<int32_t>{im});
+        CHECK(detok(v, {im}, false).empty());
+        CHECK(detok(v, {im}, true) == "<|im_start|>");
+    }
+}
+
+TEST_CASE("byte <-> unicode map of byte-level BPE") {
+    // The 188 printable bytes stand for themselves, the rest map to U+0100.. in order.
+    CHECK(detail::bpe_byte_to_cp('A') == 'A');
+    CHECK(detail::bpe_byte_to_cp(0) == 0x100);
+    CHECK(detail::bpe_byte_to_cp(' ') == 0x120);
+    CHECK(detail::bpe_byte_to_cp('\n') == 0x10A);
+    CHECK(detail::bpe_byte_to_cp(0xAD) == 0x143);
+    std::vector<bool> seen(400, false);
+    for (int b = 0; b < 256; ++b) {
+        uint32_t cp = detail::bpe_byte_to_cp(static_cast<unsigned char>(b));
+        REQUIRE(cp < 400);
+        CHECK_FALSE(seen[cp]);
+        seen[cp] = true;
+        CHECK(detail::bpe_cp_to_byte(cp) == b);
+    }
+    CHECK(detail::bpe_cp_to_byte(0x20) == -1);
+    CHECK(detail::bpe_cp_to_byte(0x144) == -1);
+    CHECK(detail::bpe_cp_to_byte(0x4E00) == -1);
+}
+
+namespace {
+const char* const kAllVocabs[] = {"llama-spm", "phi-3", "gpt-2", "llama-bpe", "qwen2", "deepseek-llm",
+                                  "deepseek-coder", "falcon", "mpt", "refact", "starcoder"};
+
+// Random valid UTF-8: letters of many scripts, digits, punctuation, symbols,
+// emoji (with joiners and variation selectors) and runs of mixed whitespace.
+std::string random_text(std::mt19937& rng) {
+    static const uint32_t ranges[][2] = {
+        {0x20, 0x7E},     {0x30, 0x39},     {0x20, 0x20},     {0x0A, 0x0A},     {0x09, 0x0D},     {0xA0, 0x24F},
+        {0x370, 0x3FF},   {0x400, 0x4FF},   {0x590, 0x5FF},   {0x600, 0x6FF},   {0x900, 0x97F},   {0xE00, 0xE7F},
+        {0x1100, 0x11FF}, {0x2000, 0x206F}, {0x3000, 0x303F}, {0x3040, 0x30FF}, {0x4E00, 0x9FFF}, {0xAC00, 0xD7A3},
+        {0xFF00, 0xFFEF}, {0x1F300, 0x1F6FF}, {0x1F900, 0x1F9FF}, {0x200D, 0x200D}, {0xFE0F, 0xFE0F},
+        {0x10000, 0x10FFFF}, {0x80, 0x9F}, {0x2028, 0x2029},
+    };
+    const size_t n_ranges = sizeof ranges / sizeof ranges[0];
+    std::string s;
+    int len = static_cast<int>(rng() % 48);
+    for (int i = 0; i < len; ++i) {
+        const uint32_t* r = ranges[rng() % n_ranges];
+        uint32_t cp = r[0] + rng() % (r[1] - r[0] + 1);
+        if (cp >= 0xD800 && cp <= 0xDFFF) cp = 'x';
+        int rep = (rng() % 8 == 0) ? 1 + static_cast<int>(rng() % 5) : 1;  // runs (e.g. of spaces)
+        for (int k = 0; k < rep; ++k) append_utf8(s, cp);
+    }
+    return s;
+}
+
+// False when the text holds a byte the vocabulary has no token for (some BPE
+// vocabularies lack a few, e.g. falcon's control bytes or starcoder's 0xF1).
+bool encodable(const Vocab& v, std::string_view s) {
+    for (char c : s)
+        if (v.is_bpe && v.bpe_byte_token[static_cast<unsigned char>(c)] < 0) return false;
+    return true;
+}
+
+// Tokenizes s; a text the vocabulary cannot encode must fail with a clear
+// Status, any other must round-trip exactly.
+void check_round_trip(const Vocab& v, const std::string& s, int* failures) {
+    std::vector<int32_t> ids;
+    Status st = detail::tokenize(v, s, false, false, ids);
+    if (!encodable(v, s)) {
+        CHECK_MESSAGE(st.code() == StatusCode::invalid_argument, show_text(s) << ": " << st.to_string());
+        CHECK(st.message().find("cannot encode") != std::string::npos);
+        CHECK(ids.empty());
+        return;
+    }
+    REQUIRE_MESSAGE(st.ok(), show_text(s) << ": " << st.to_string());
+    for (int32_t id : ids) REQUIRE((id >= 0 && id < v.n_vocab()));
+    std::string back = detok(v, ids, false);
+    if (back != s) ++*failures;
+    CHECK_MESSAGE(back == s, show_text(s) << " -> " << show_ids(ids) << " -> " << show_text(back));
+}
+}  // namespace
+
+TEST_CASE("bytes a BPE vocabulary has no token for are rejected") {
+    LoadedVocab lv;
+    load("vocab/ggml-vocab-falcon.gguf", lv);
+    const Vocab& v = lv.vocab;
+    CHECK(v.bpe_byte_token[3] < 0);
+    CHECK(v.bpe_byte_token[static_cast<unsigned char>('a')] >= 0);
+    std::vector<int32_t> out;
+    Status st = detail::tokenize(v, "a\x03" "b", false, false, out);
+    CHECK(st.code() == StatusCode::invalid_argument);
+    CHECK(st.message().find("0x03") != std::string::npos);
+    // deepseek-coder's user-defined "\xC3\xBA" (the character of byte 0xFA) does
+    // not stand for the raw byte 0xFA, but the text "\xC3\xBA" is that token.
+    LoadedVocab dc;
+    load("vocab/ggml-vocab-deepseek-coder.gguf", dc);
+    CHECK(dc.vocab.bpe_byte_token[0xFA] < 0);
+    CHECK(detail::tokenize(dc.vocab, "i\xFA", false, false, out).code() == StatusCode::invalid_argument);
+    CHECK(tok(dc.vocab, "\xC3\xBA", false, false) == std::vector<int32_t>{32007});
+    CHECK(detok(dc.vocab, {32007}, false) == "\xC3\xBA");
+}
+
+TEST_CASE("round trip of random UTF-8 text, every vocabulary") {
+    for (const char* name : kAllVocabs) {
+        std::string vocab_name = name;
+        CAPTURE(vocab_name);
+        LoadedVocab lv;
+        load(std::string("vocab/ggml-vocab-") + name + ".gguf", lv);
+        const Vocab& v = lv.vocab;
+        std::mt19937 rng(20260822u);
+        int failures = 0;
+        for (int iter = 0; iter < 300 && failures < 5; ++iter) {
+            std::string s = random_text(rng);
+            REQUIRE(utf8_valid(s));
+            check_round_trip(v, s, &failures);
+        }
+    }
+}
+
+TEST_CASE("BPE: invalid UTF-8 goes through byte tokens and round-trips") {
+    for (const char* name : {"gpt-2", "llama-bpe", "qwen2", "deepseek-llm", "deepseek-coder", "falcon", "starcoder"}) {
+        std::string vocab_name = name;
+        CAPTURE(vocab_name);
+        LoadedVocab lv;
+        load(std::string("vocab/ggml-vocab-") + name + ".gguf", lv);
+        const Vocab& v = lv.vocab;
+        int failures = 0;
+        std::string s = std::string("a\x80") + "b" + "\xE6\x97" + " c\xFF" + "\xC0\xAF" + "\xED\xA0\x80" + "\xF4\x90\x80\x80";
+        check_round_trip(v, s, &failures);
+        std::mt19937 rng(7u);
+        for (int iter = 0; iter < 200; ++iter) {
+            std::string r;
+            int len = static_cast<int>(rng() % 24);
+            for (int i = 0; i < len; ++i) r += static_cast<char>(rng() & 0xFF);
+            std::vector<int32_t> out;
+            Status st = detail::tokenize(v, r, true, true, out);
+            CHECK_MESSAGE((st.ok() || st.code() == StatusCode::invalid_argument), st.to_string());
+            for (int32_t id : out) REQUIRE((id >= 0 && id < v.n_vocab()));
+            check_round_trip(v, r, &failures);
+        }
+    }
+}
+
+namespace {
+// The pre-tokens of `text` under the named pre-tokenizer.
+std::vector<std::string> pre_split(const char* pre, std::string_view text) {
+    int idx = detail::bpe_find_pre(pre);
+    REQUIRE_MESSAGE(idx >= 0, "unknown pre-tokenizer " << pre);
+    detail::BpeText t;
+    std::vector<std::pair<uint32_t, uint32_t>> words;
+    detail::bpe_pre_tokenize(idx, text, t, words);
+    std::vector<std::string> out;
+    size_t pos = 0;
+    for (const auto& w : words) {
+        CHECK(w.first == pos);  // the pieces cover the text in order
+        pos = w.second;
+        out.emplace_back(text.substr(w.first, w.second - w.first));
+    }
+    CHECK(pos == text.size());
+    return out;
+}
+using Pieces = std::vector<std::string>;
+}  // namespace
+
+TEST_CASE("pre-tokenizers: every name in the table resolves, unknown names do not") {
+    for (const char* name : {"default", "gpt-2", "llama-bpe", "llama3", "qwen2", "smollm", "deepseek-llm", "deepseek-coder",
+                             "deepseek-v3", "falcon", "mpt", "starcoder", "refact", "gpt-neox", "dbrx", "olmo", "gpt-4o",
+                             "tekken", "command-r", "poro", "poro-chat", "bloom", "viking", "stablelm2", "chatglm-bpe"}) {
+        std::string vocab_name = name;
+        CAPTURE(vocab_name);
+        CHECK(detail::bpe_find_pre(name) >= 0);
+    }
+    CHECK(detail::bpe_find_pre("no-such-tokenizer") < 0);
+    CHECK(detail::bpe_find_pre("") < 0);
+    CHECK(detail::bpe_find_pre("gpt") < 0);
+}
+
+// Expected pieces from the pre-tokenizers' regular expressions (as llama.cpp
+// writes them) run by a PCRE-style engine, for the rules that the vocabulary
+// files do not cover and a few that they do.
+TEST_CASE("pre-tokenizers: pieces of fixed texts") {
+    CHECK(pre_split("gpt-4o", "HTTPRequest don'T CamelCaseWord \xC3\x84""BC 12345 a/b/\n/ x  \n\n y") ==
+          Pieces{"HTTPRequest", " don'T", " Camel", "Case", "Word", " \xC3\x84", "BC", " ", "123", "45", " a", "/b", "/\n/", " x", "  \n\n", " y"});
+    CHECK(pre_split("tekken", "HTTPRequest don'T 12345 a/b/\n  z") ==
+          Pieces{"HTTPRequest", " don", "'T", " ", "1", "2", "3", "4", "5", " a", "/b", "/\n", " ", " z"});
+    CHECK(pre_split("deepseek-v3", "\xE6\x97\xA5\xE6\x9C\xAC\xE8\xAA\x9E\xE3\x81\xAE\xE3\x83\x86\xE3\x82\xAD\xE3\x82\xB9\xE3\x83\x88 \xE4\xB8\xAD\xE6\x96\x87""abc 1234567 ~x ~ +-*/ \x22quoted\x22!\n\n  end") ==
+          Pieces{"\xE6\x97\xA5\xE6\x9C\xAC\xE8\xAA\x9E\xE3\x81\xAE\xE3\x83\x86\xE3\x82\xAD\xE3\x82\xB9\xE3\x83\x88", " ", "\xE4\xB8\xAD\xE6\x96\x87", "abc", " ", "123", "456", "7", " ", "~x", " ", "~", " +-*/", " \x22", "quoted", "\x22!\n\n", " ", " end"});
+    CHECK(pre_split("bloom", "Hello, world! (a|b) 3.14 \xE2\x80\xA6\xE3\x80\x82\xEF\xBC\x8Cx  y") ==
+          Pieces{"Hello", ",", " world", "! (", "a", "|", "b", ")", " 3", ".", "14", " \xE2\x80\xA6\xE3\x80\x82\xEF\xBC\x8C", "x", " ", " y"});
+    CHECK(pre_split("default", "a+=b; $x ~~ 1234567 don't") ==
+          Pieces{"a", "+=", "b", ";", " ", "$", "x", " ", "~~", " ", "123", "456", "7", " don", "'", "t"});
+    CHECK(pre_split("falcon", "a+=b; `x` 1234567 don't") ==
+          Pieces{"a", "+=", "b", ";", " ", "`", "x", "`", " ", "123", "456", "7", " don", "'", "t"});
+    CHECK(pre_split("starcoder", "x = 1234 + y's") ==
+          Pieces{"x", " =", " ", "1", "2", "3", "4", " +", " y", "'s"});
+    CHECK(pre_split("deepseek-llm", "Hello \xE4\xB8\x96\xE7\x95\x8C! 123 \xC2\xB5x\n\x09  ") ==
+          Pieces{"Hello", " ", "\xE4\xB8\x96\xE7\x95\x8C", "!", " ", "123", " \xC2\xB5", "x", "\n", "\x09  "});
+    CHECK(pre_split("deepseek-coder", "Hello \xE4\xB8\x96\xE7\x95\x8C! 123 foo_bar\n") ==
+          Pieces{"Hello", " ", "\xE4\xB8\x96\xE7\x95\x8C", "!", " ", "1", "2", "3", " foo", "_", "bar", "\n"});
+    CHECK(pre_split("qwen2", "Hello 123 I'M x\n\n  y") ==
+          Pieces{"Hello", " ", "1", "2", "3", " I", "'M", " x", "\n\n", " ", " y"});
+    CHECK(pre_split("llama-bpe", "Hello 12345 I'M x\n\n  y") ==
+          Pieces{"Hello", " ", "123", "45", " I", "'M", " x", "\n\n", " ", " y"});
+    CHECK(pre_split("gpt-2", "Hello 12345 I'M x\n\n  y") ==
+          Pieces{"Hello", " 12345", " I", "'", "M", " x", "\n\n ", " y"});
+    // Invalid bytes stay in the pieces, one symbol each.
+    CHECK(pre_split("gpt-2", std::string("ab\xFF\xFE cd")) == Pieces{"ab", "\xFF\xFE", " cd"});
+    CHECK(pre_split("gpt-2", "").empty());
+}
+
+namespace {
+// A tiny byte-level BPE vocabulary: the 256 byte characters, "ab", "abc" and
+// "<|end|>", with the merges "a b" and "ab c".
+void tiny_bpe(GgufBuilder& b, const std::string& pre, const std::vector<std::string>& merges = {"a b", "ab c"}) {
+    std::vector<std::string> toks;
+    for (int c = 0; c < 256; ++c) {
+        std::string s;
+        detail::utf8_append(s, detail::bpe_byte_to_cp(static_cast<unsigned char>(c)));
+        toks.push_back(s);
+    }
+    toks.push_back("ab");
+    toks.push_back("abc");
+    toks.push_back("<|end|>");
+    std::vector<int32_t> types(toks.size(), 1);
+    types.back() = 3;
+    b.str("tokenizer.ggml.model", "gpt2");
+    if (!pre.empty()) b.str("tokenizer.ggml.pre", pre);
+    b.strings("tokenizer.ggml.tokens", toks);
+    b.ints("tokenizer.ggml.token_type", types);
+    b.strings("tokenizer.ggml.merges", merges);
+}
+}  // namespace
+
+TEST_CASE("BPE: unknown pre-tokenizer names, defaults and malformed merges") {
+    {
+        GgufBuilder b;
+        tiny_bpe(b, "no-such-pre");
+        Vocab v;
+        Status st = load_built(b, v);
+        CHECK(st.code() == StatusCode::unsupported);
+        CHECK(st.message().find("no-such-pre") != std::string::npos);
+        CHECK(st.message().find("bpe_unknown_pre_as_default") != std::string::npos);
+    }
+    {
+        GgufBuilder b;
+        tiny_bpe(b, "no-such-pre");
+        std::string bytes = b.bytes();
+        detail::GgufFile f;
+        REQUIRE(f.parse(reinterpret_cast<const uint8_t*>(bytes.data()), bytes.size()).ok());
+        Vocab v;
+        Status st = detail::load_vocab(f, v, true);
+        REQUIRE_MESSAGE(st.ok(), st.to_string());
+        CHECK(v.pre_index == detail::bpe_find_pre("default"));
+        CHECK(tok(v, "abc", false, false) == std::vector<int32_t>{257});
+    }
+    {
+        // No tokenizer.ggml.pre: llama.cpp's "default"; BPE defaults: no BOS added, no UNK.
+        GgufBuilder b;
+        tiny_bpe(b, "");
+        Vocab v;
+        Status st = load_built(b, v);
+        REQUIRE_MESSAGE(st.ok(), st.to_string());
+        CHECK(v.is_bpe);
+        CHECK_FALSE(v.add_bos);
+        CHECK(v.unk == -1);
+        CHECK(v.bos == 11);
+        // Token c < 256 is the character of byte c, so printable ASCII ids equal their bytes.
+        CHECK(tok(v, "abc", true, false) == std::vector<int32_t>{257});
+        CHECK(tok(v, "abca", false, false) == std::vector<int32_t>{257, 'a'});
+        CHECK(tok(v, "bc", false, false) == std::vector<int32_t>{'b', 'c'});
+        CHECK(tok(v, " ab", false, false) == std::vector<int32_t>{' ', 256});  // token 32 is U+0120
+        // The control token only with parse_special.
+        CHECK(tok(v, "a<|end|>", false, true) == std::vector<int32_t>{'a', 258});
+        CHECK(tok(v, "a<|end|>", false, false).size() > 2);
+        CHECK(detok(v, {'a', 258, 257}, false) == "aabc");
+        CHECK(detok(v, {'a', 258, 257}, true) == "a<|end|>abc");
+    }
+    {
+        GgufBuilder b;
+        tiny_bpe(b, "gpt-2", {"a b", "ab"});
+        Vocab v;
+        CHECK(load_built(b, v).code() == StatusCode::bad_format);
+    }
+    {
+        GgufBuilder b;
+        b.str("tokenizer.ggml.model", "gpt2");
+        b.strings("tokenizer.ggml.tokens", {"a", "b"});
+        Vocab v;
+        Status st = load_built(b, v);
+        CHECK(st.code() == StatusCode::bad_format);
+        CHECK(st.message().find("merges") != std::string::npos);
+    }
+}
+
+TEST_CASE("BPE merges: lowest rank first, then the leftmost pair") {
+    GgufBuilder b;
+    std::vector<std::string> toks;
+    for (int c = 0; c < 256; ++c) {
+        std::string s;
+        detail::utf8_append(s, detail::bpe_byte_to_cp(static_cast<unsigned char>(c)));
+        toks.push_back(s);
+    }
+    for (const char* t : {"ab", "bc", "abc", "aa", "aaa", "aaaa"}) toks.push_back(t);
+    b.str("tokenizer.ggml.model", "gpt2");
+    b.str("tokenizer.ggml.pre", "gpt-2");
+    b.strings("tokenizer.ggml.tokens", toks);
+    b.strings("tokenizer.ggml.merges", {"b c", "a b", "aa a", "a a", "aa aa"});
+    Vocab v;
+    Status st = load_built(b, v);
+    REQUIRE_MESSAGE(st.ok(), st.to_string());
+    // "b c" outranks "a b": a + bc, and "a bc" is no merge.
+    CHECK(tok(v, "abc", false, false) == std::vector<int32_t>{'a', 257});
+    // "aa a" has the better rank but needs "aa" first: a a a a -> aa a a (leftmost) -> aaa a.
+    CHECK(tok(v, "aaaa", false, false) == std::vector<int32_t>{260, 'a'});
+    CHECK(tok(v, "aaaaa", false, false) == std::vector<int32_t>{260, 259});
 }

@@ -278,7 +278,7 @@ Status Model::Impl::load(const ModelParams& params) {
     vocab_only = params.vocab_only;
     Status st = gguf.parse(bytes.data(), bytes.size());
     if (!st.ok()) return st;
-    if (!(st = load_vocab(gguf, vocab)).ok()) return st;
+    if (!(st = load_vocab(gguf, vocab, params.bpe_unknown_pre_as_default)).ok()) return st;
     info.n_vocab = vocab.n_vocab();
     std::string_view arch;
     Status ignored;
