@@ -10,7 +10,9 @@
 
 #include <benchmark/benchmark.h>
 
+#include <cstddef>
 #include <cstdio>
+#include <cstring>
 #include <map>
 #include <memory>
 #include <string>
@@ -40,6 +42,29 @@ struct Problem {
     size_t wrb = 0, arb = 0;
 };
 
+// Types quantize_row cannot produce as weights get random bytes with a small
+// fp16 scale (and min) written into every block.
+bool has_weight_quantizer(Type t) {
+    return t == Type::F32 || t == Type::F16 || t == Type::BF16 || t == Type::Q8_0 || t == Type::Q4_0;
+}
+void random_blocks(Type t, Lcg& rng, uint8_t* row, size_t bytes) {
+    for (size_t i = 0; i < bytes; ++i) row[i] = static_cast<uint8_t>(rng.next() * 128.0f + 128.0f);
+    int od = 0, om = -1;
+    switch (t) {
+        case Type::Q4_1: case Type::Q5_1: case Type::Q4_K: case Type::Q5_K: om = 2; break;
+        case Type::Q2_K: od = offsetof(md::BlockQ2_K, d), om = offsetof(md::BlockQ2_K, dmin); break;
+        case Type::Q3_K: od = offsetof(md::BlockQ3_K, d); break;
+        case Type::Q6_K: od = offsetof(md::BlockQ6_K, d); break;
+        default: break;
+    }
+    const size_t bb = md::type_info(t).block_bytes;
+    const uint16_t h = md::fp32_to_fp16(0.01f);
+    for (size_t off = 0; off + bb <= bytes; off += bb) {
+        std::memcpy(row + off + od, &h, 2);
+        if (om >= 0) std::memcpy(row + off + om, &h, 2);
+    }
+}
+
 // Weights and activations are built once per (type, rows, cols, m) and reused.
 const Problem& problem(Type t, int64_t rows, int64_t n, int64_t m) {
     static std::map<std::tuple<int, int64_t, int64_t, int64_t>, std::unique_ptr<Problem>> cache;
@@ -56,6 +81,10 @@ const Problem& problem(Type t, int64_t rows, int64_t n, int64_t m) {
     Lcg rng{static_cast<uint64_t>(rows * 31 + n)};
     std::vector<float> tmp(static_cast<size_t>(n));
     for (int64_t r = 0; r < rows; ++r) {
+        if (!has_weight_quantizer(t)) {
+            random_blocks(t, rng, p->W.data() + r * p->wrb, p->wrb);
+            continue;
+        }
         for (auto& v : tmp) v = rng.next();
         md::quantize_row(t, tmp.data(), p->W.data() + r * p->wrb, n);
     }
@@ -94,11 +123,12 @@ void run_quantize_q8_0(benchmark::State& state, int64_t n) {
 }  // namespace
 
 int main(int argc, char** argv) {
-    const Type types[] = {Type::F32, Type::F16, Type::BF16, Type::Q8_0, Type::Q4_0};
+    const Type types[] = {Type::F32,  Type::F16,  Type::BF16,   Type::Q8_0, Type::Q4_0, Type::Q4_1, Type::Q5_0,
+                          Type::Q5_1, Type::IQ4_NL, Type::Q2_K, Type::Q3_K, Type::Q4_K, Type::Q5_K, Type::Q6_K};
     struct Shape {
         int64_t rows, cols;
     };
-    const Shape shapes[] = {{4096, 4096}, {1536, 576}};
+    const Shape shapes[] = {{4096, 4096}, {1536, 768}};
     for (const Shape& s : shapes) {
         for (Type t : types) {
             const std::string base = std::string(md::type_name(t)) + "/" + std::to_string(s.rows) + "x" +

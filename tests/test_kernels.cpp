@@ -1,4 +1,5 @@
-// Tests for the number formats (fp16, bf16, Q8_0, Q4_0) and the compute
+// Tests for the number formats (fp16, bf16, Q8_0, Q4_0, Q4_1, Q5_0, Q5_1,
+// IQ4_NL, Q2_K..Q6_K, Q8_1, Q8_K) and the compute
 // kernels: every SIMD kernel compiled into this build is checked against the
 // scalar reference.
 #define MINIGPT_IMPLEMENTATION
@@ -229,7 +230,8 @@ TEST_CASE("bf16: conversions") {
 // ---------------------------------------------------------------------------
 TEST_CASE("types: support table and vec_dot_type") {
     for (Type t : kTypes) CHECK(type_supported(t));
-    CHECK_FALSE(type_supported(Type::Q4_K));
+    CHECK_FALSE(type_supported(Type::IQ4_XS));
+    CHECK_FALSE(type_supported(Type::Q8_K));
     CHECK_FALSE(type_supported(Type::I32));
     CHECK(vec_dot_type(Type::F32) == Type::F32);
     CHECK(vec_dot_type(Type::F16) == Type::F16);
@@ -238,7 +240,7 @@ TEST_CASE("types: support table and vec_dot_type") {
     CHECK(vec_dot_type(Type::Q4_0) == Type::Q8_0);
     CHECK(sizeof(BlockQ8_0) == type_info(Type::Q8_0).block_bytes);
     CHECK(sizeof(BlockQ4_0) == type_info(Type::Q4_0).block_bytes);
-    CHECK((vec_dot_fn(Type::Q4_K) == nullptr));
+    CHECK((vec_dot_fn(Type::IQ4_XS) == nullptr));
     CHECK((vec_dot_fn(Type::I8) == nullptr));
     for (Type t : kTypes) CHECK((vec_dot_fn(t) != nullptr));
 }
@@ -550,4 +552,498 @@ TEST_CASE("dispatch names the compiled instruction set") {
     CHECK((vec_dot_fn(Type::Q8_0) == scalar::vec_dot_fn(Type::Q8_0)));
 #endif
     MESSAGE("kernels: " << name);
+}
+
+// ---------------------------------------------------------------------------
+// Types without a weight quantizer here: Q4_1, Q5_0, Q5_1, IQ4_NL and the
+// K-quants. Weights are random bytes with sane fp16 scales.
+// ---------------------------------------------------------------------------
+namespace {
+
+const Type kNewTypes[] = {Type::Q4_1, Type::Q5_0, Type::Q5_1, Type::IQ4_NL, Type::Q2_K,
+                          Type::Q3_K, Type::Q4_K, Type::Q5_K, Type::Q6_K};
+
+void put_f16(uint8_t* p, float v) {
+    const uint16_t h = fp32_to_fp16(v);
+    std::memcpy(p, &h, 2);
+}
+float get_f16(const uint8_t* p) {
+    uint16_t h;
+    std::memcpy(&h, p, 2);
+    return fp16_to_fp32(h);
+}
+
+// Byte offsets of the fp16 scale (and min) inside a block, -1 when absent.
+void scale_offsets(Type t, int& d, int& m) {
+    m = -1;
+    switch (t) {
+        case Type::Q4_1: d = offsetof(BlockQ4_1, d), m = offsetof(BlockQ4_1, m); break;
+        case Type::Q5_0: d = offsetof(BlockQ5_0, d); break;
+        case Type::Q5_1: d = offsetof(BlockQ5_1, d), m = offsetof(BlockQ5_1, m); break;
+        case Type::IQ4_NL: d = offsetof(BlockIQ4_NL, d); break;
+        case Type::Q2_K: d = offsetof(BlockQ2_K, d), m = offsetof(BlockQ2_K, dmin); break;
+        case Type::Q3_K: d = offsetof(BlockQ3_K, d); break;
+        case Type::Q4_K: d = offsetof(BlockQ4_K, d), m = offsetof(BlockQ4_K, dmin); break;
+        case Type::Q5_K: d = offsetof(BlockQ5_K, d), m = offsetof(BlockQ5_K, dmin); break;
+        case Type::Q6_K: d = offsetof(BlockQ6_K, d); break;
+        default: d = -1; break;
+    }
+}
+
+// A row of random blocks: random bytes, then fp16 scales of either sign with
+// magnitudes spread over about two decades.
+std::vector<uint8_t> random_blocks(std::mt19937& rng, Type t, int64_t n) {
+    std::vector<uint8_t> v(row_bytes(t, n));
+    for (auto& b : v) b = static_cast<uint8_t>(rng() & 0xFF);
+    int od, om;
+    scale_offsets(t, od, om);
+    const size_t bb = type_info(t).block_bytes;
+    std::uniform_real_distribution<float> mag(0.002f, 0.2f);
+    for (size_t off = 0; off < v.size(); off += bb) {
+        put_f16(v.data() + off + od, (rng() & 1 ? -1.0f : 1.0f) * mag(rng));
+        if (om >= 0) put_f16(v.data() + off + om, (rng() & 1 ? -1.0f : 1.0f) * mag(rng));
+    }
+    return v;
+}
+
+std::vector<int64_t> lengths_new(Type t) {
+    if (type_info(t).block_size == 32) return {32, 64, 96, 128, 160, 256, 288, 512, 1024, 4096, 4128};
+    return {256, 512, 768, 1024, 2048, 4096, 4352};
+}
+
+// Value of element e of one block, written from the format description
+// element by element (independent of the loop structure of dequantize_row).
+double element_value(Type t, const uint8_t* blk, int e) {
+    switch (t) {
+        case Type::Q4_1: case Type::Q5_0: case Type::Q5_1: case Type::IQ4_NL: {
+            const int qs_off = t == Type::Q4_1 ? 4 : t == Type::Q5_0 ? 6 : t == Type::Q5_1 ? 8 : 2;
+            const uint8_t byte = blk[qs_off + e % 16];
+            int q = e < 16 ? (byte & 15) : (byte >> 4);
+            if (t == Type::Q5_0 || t == Type::Q5_1) {
+                const int qh_off = t == Type::Q5_0 ? 2 : 4;
+                q += ((blk[qh_off + e / 8] >> (e % 8)) & 1) * 16;
+            }
+            const double d = get_f16(blk);
+            if (t == Type::Q4_1 || t == Type::Q5_1) return d * q + get_f16(blk + 2);
+            if (t == Type::Q5_0) return d * (q - 16);
+            return d * kIQ4NLValues[q];
+        }
+        case Type::Q2_K: {
+            const BlockQ2_K* b = reinterpret_cast<const BlockQ2_K*>(blk);
+            const int q = (b->qs[32 * (e / 128) + e % 32] >> (2 * ((e % 128) / 32))) & 3;
+            const int sc = b->scales[e / 16];
+            return double(fp16_to_fp32(b->d)) * (sc & 15) * q - double(fp16_to_fp32(b->dmin)) * (sc >> 4);
+        }
+        case Type::Q3_K: {
+            const BlockQ3_K* b = reinterpret_cast<const BlockQ3_K*>(blk);
+            const int q2 = (b->qs[32 * (e / 128) + e % 32] >> (2 * ((e % 128) / 32))) & 3;
+            const int hbit = (b->hmask[e % 32] >> (e / 32)) & 1;
+            const int sub = e / 16;
+            const int lo = sub < 8 ? (b->scales[sub] & 15) : (b->scales[sub - 8] >> 4);
+            const int hi = (b->scales[8 + sub % 4] >> (2 * (sub / 4))) & 3;
+            return double(fp16_to_fp32(b->d)) * ((lo | (hi << 4)) - 32) * (q2 - (hbit ? 0 : 4));
+        }
+        case Type::Q4_K: case Type::Q5_K: {
+            const uint8_t* scales = t == Type::Q4_K ? reinterpret_cast<const BlockQ4_K*>(blk)->scales
+                                                    : reinterpret_cast<const BlockQ5_K*>(blk)->scales;
+            const uint8_t* qs = t == Type::Q4_K ? reinterpret_cast<const BlockQ4_K*>(blk)->qs
+                                                : reinterpret_cast<const BlockQ5_K*>(blk)->qs;
+            const int sub = e / 32;
+            int q = (qs[32 * (e / 64) + e % 32] >> (4 * (sub % 2))) & 15;
+            if (t == Type::Q5_K) q |= ((reinterpret_cast<const BlockQ5_K*>(blk)->qh[e % 32] >> sub) & 1) << 4;
+            int sc, m;
+            if (sub < 4) {
+                sc = scales[sub] & 63;
+                m = scales[sub + 4] & 63;
+            } else {
+                sc = (scales[sub + 4] & 15) | ((scales[sub - 4] >> 6) << 4);
+                m = (scales[sub + 4] >> 4) | ((scales[sub] >> 6) << 4);
+            }
+            return double(get_f16(blk)) * sc * q - double(get_f16(blk + 2)) * m;
+        }
+        case Type::Q6_K: {
+            const BlockQ6_K* b = reinterpret_cast<const BlockQ6_K*>(blk);
+            const int h = e / 128, r = e % 128, g = r / 32, l = r % 32;
+            const int lo = (b->ql[64 * h + 32 * (g & 1) + l] >> (4 * (g / 2))) & 15;
+            const int hi = (b->qh[32 * h + l] >> (2 * g)) & 3;
+            return double(fp16_to_fp32(b->d)) * b->scales[e / 16] * ((lo | (hi << 4)) - 32);
+        }
+        default: return 0;
+    }
+}
+
+// Rows of activations in vec_dot_type(t), from Gaussian floats; some blocks zero.
+std::vector<uint8_t> random_act(std::mt19937& rng, Type t, int64_t n, float scale = 1.0f) {
+    std::vector<float> x = random_floats(rng, n, scale);
+    if (n >= 512)
+        for (int j = 256; j < 512; ++j) x[j] = 0;
+    return quantized(vec_dot_type(t), x);
+}
+
+// Tolerance for a float-accumulated dot against the exact one: relative to the
+// sum of |products|; Q4_1 / Q5_1 also carry the fp16 rounding of Q8_1's s.
+double dot_tol(Type t, const std::vector<uint8_t>& w, const std::vector<uint8_t>& a, int64_t n, double rel) {
+    double tol = rel * abs_dot(t, w.data(), a.data(), n) + 1e-30;
+    if (t == Type::Q4_1 || t == Type::Q5_1) {
+        const size_t wb = type_info(t).block_bytes;
+        for (int64_t b = 0; b < n / 32; ++b) {
+            const BlockQ8_1* y = reinterpret_cast<const BlockQ8_1*>(a.data()) + b;
+            tol += std::fabs(get_f16(w.data() + b * wb + 2)) * std::fabs(fp16_to_fp32(y->s)) * 1e-3;
+        }
+    }
+    return tol;
+}
+
+}  // namespace
+
+TEST_CASE("new types: sizes, support and activation formats") {
+    CHECK(sizeof(BlockQ4_1) == type_info(Type::Q4_1).block_bytes);
+    CHECK(sizeof(BlockQ5_0) == type_info(Type::Q5_0).block_bytes);
+    CHECK(sizeof(BlockQ5_1) == type_info(Type::Q5_1).block_bytes);
+    CHECK(sizeof(BlockQ8_1) == type_info(Type::Q8_1).block_bytes);
+    CHECK(sizeof(BlockIQ4_NL) == type_info(Type::IQ4_NL).block_bytes);
+    CHECK(sizeof(BlockQ2_K) == type_info(Type::Q2_K).block_bytes);
+    CHECK(sizeof(BlockQ3_K) == type_info(Type::Q3_K).block_bytes);
+    CHECK(sizeof(BlockQ4_K) == type_info(Type::Q4_K).block_bytes);
+    CHECK(sizeof(BlockQ5_K) == type_info(Type::Q5_K).block_bytes);
+    CHECK(sizeof(BlockQ6_K) == type_info(Type::Q6_K).block_bytes);
+    CHECK(sizeof(BlockQ8_K) == type_info(Type::Q8_K).block_bytes);
+    for (Type t : kNewTypes) {
+        CHECK(type_supported(t));
+        for (const KernelSet& ks : kernel_sets()) CHECK_MESSAGE((ks.vec_dot_fn(t) != nullptr), ks.name << " " << type_name(t));
+    }
+    CHECK(vec_dot_type(Type::Q5_0) == Type::Q8_0);
+    CHECK(vec_dot_type(Type::IQ4_NL) == Type::Q8_0);
+    CHECK(vec_dot_type(Type::Q4_1) == Type::Q8_1);
+    CHECK(vec_dot_type(Type::Q5_1) == Type::Q8_1);
+    for (Type t : {Type::Q2_K, Type::Q3_K, Type::Q4_K, Type::Q5_K, Type::Q6_K}) CHECK(vec_dot_type(t) == Type::Q8_K);
+}
+
+TEST_CASE("new types: dequantize hand-made blocks") {
+    float y[256];
+    SUBCASE("Q4_1") {
+        BlockQ4_1 b{};
+        b.d = fp32_to_fp16(0.5f);
+        b.m = fp32_to_fp16(-1.0f);
+        b.qs[0] = 0x3A;  // element 0 = 10, element 16 = 3
+        dequantize_row(Type::Q4_1, &b, y, 32);
+        CHECK(y[0] == 4.0f);
+        CHECK(y[16] == 0.5f);
+        CHECK(y[1] == -1.0f);
+        CHECK(y[31] == -1.0f);
+    }
+    SUBCASE("Q5_0") {
+        BlockQ5_0 b{};
+        b.d = fp32_to_fp16(1.0f);
+        b.qs[0] = 0xF1;
+        const uint32_t qh = (1u << 0) | (1u << 16) | (1u << 17);
+        std::memcpy(b.qh, &qh, 4);
+        dequantize_row(Type::Q5_0, &b, y, 32);
+        CHECK(y[0] == 1.0f);    // 1 | 16, minus 16
+        CHECK(y[16] == 15.0f);  // 15 | 16, minus 16
+        CHECK(y[17] == 0.0f);   // 0 | 16
+        CHECK(y[1] == -16.0f);
+    }
+    SUBCASE("Q5_1") {
+        BlockQ5_1 b{};
+        b.d = fp32_to_fp16(2.0f);
+        b.m = fp32_to_fp16(0.25f);
+        b.qs[3] = 0x2F;
+        const uint32_t qh = (1u << 3) | (1u << 30);
+        std::memcpy(b.qh, &qh, 4);
+        dequantize_row(Type::Q5_1, &b, y, 32);
+        CHECK(y[3] == 62.25f);  // 31 * 2 + 0.25
+        CHECK(y[19] == 4.25f);  // 2 * 2 + 0.25
+        CHECK(y[30] == 32.25f);
+        CHECK(y[0] == 0.25f);
+    }
+    SUBCASE("IQ4_NL") {
+        BlockIQ4_NL b{};
+        b.d = fp32_to_fp16(0.5f);
+        b.qs[0] = 0x8F;
+        dequantize_row(Type::IQ4_NL, &b, y, 32);
+        CHECK(y[0] == 56.5f);   // 113 / 2
+        CHECK(y[16] == 0.5f);   // level 8 is 1
+        CHECK(y[1] == -63.5f);  // level 0 is -127
+    }
+    SUBCASE("Q2_K") {
+        BlockQ2_K b{};
+        b.d = fp32_to_fp16(1.0f);
+        b.dmin = fp32_to_fp16(0.5f);
+        for (int k = 0; k < 16; ++k) b.scales[k] = static_cast<uint8_t>(((k + 1) & 15) | (2 << 4));
+        b.qs[0] = 0xE4;  // 2-bit fields 0, 1, 2, 3 for elements 0, 32, 64, 96
+        b.qs[32] = 0x03;  // element 128
+        dequantize_row(Type::Q2_K, &b, y, 256);
+        CHECK(y[0] == -1.0f);   // 0 * 1 - 0.5 * 2
+        CHECK(y[32] == 2.0f);   // scale 3: 3 * 1 - 1
+        CHECK(y[64] == 9.0f);   // scale 5: 5 * 2 - 1
+        CHECK(y[96] == 20.0f);  // scale 7: 7 * 3 - 1
+        CHECK(y[128] == 26.0f); // scale 9: 9 * 3 - 1
+        CHECK(y[255] == -1.0f);
+    }
+    SUBCASE("Q3_K") {
+        BlockQ3_K b{};
+        b.d = fp32_to_fp16(0.5f);
+        // Every scale 33 (= 1 after the offset) except scale 0 = 40 and scale 15 = 0.
+        for (int k = 0; k < 8; ++k) b.scales[k] = 0x11;
+        for (int k = 8; k < 12; ++k) b.scales[k] = 0xAA;  // top bits 2 for every scale: 2 << 4 | 1 = 33
+        b.scales[0] = 0x18;                                // scale 0: low 8 -> 40; scale 8: low 1 -> 33
+        b.scales[7] = 0x01;                                // scale 15: low 0, top bits of byte 11 >> 6
+        b.scales[11] = 0x2A;                               // bits 6-7 = 0: scale 15 = 0 -> -32
+        b.qs[0] = 0x03;                                    // element 0: low bits 3
+        b.hmask[0] = 0x01;                                 // element 0: high bit set -> value 3
+        b.qs[63] = 0xC0;                                   // element 255: low bits 3, high bit clear -> -1
+        dequantize_row(Type::Q3_K, &b, y, 256);
+        CHECK(y[0] == 0.5f * 8 * 3);
+        CHECK(y[1] == 0.5f * 8 * -4);
+        CHECK(y[16] == 0.5f * 1 * -4);
+        CHECK(y[255] == 0.5f * -32 * -1);
+        CHECK(y[240] == 0.5f * -32 * -4);
+    }
+    SUBCASE("Q4_K") {
+        BlockQ4_K b{};
+        b.d = fp32_to_fp16(1.0f);
+        b.dmin = fp32_to_fp16(0.25f);
+        b.scales[0] = 2 | (1 << 6);   // scale 0 = 2; top bits of scale 4 = 1
+        b.scales[4] = 4 | (2 << 6);   // min 0 = 4; top bits of min 4 = 2
+        b.scales[8] = 0x53;           // scale 4 low = 3, min 4 low = 5
+        b.qs[0] = 0x71;               // element 0 = 1, element 32 = 7
+        b.qs[64] = 0x09;              // element 128 = 9 (sub-block 4)
+        dequantize_row(Type::Q4_K, &b, y, 256);
+        CHECK(y[0] == 2.0f * 1 - 0.25f * 4);
+        CHECK(y[32] == 0.0f);                     // sub-block 1: scale 0, min 0
+        CHECK(y[128] == 19.0f * 9 - 0.25f * 37);  // scale 3 | 1 << 4, min 5 | 2 << 4
+        CHECK(y[1] == -1.0f);
+    }
+    SUBCASE("Q5_K") {
+        BlockQ5_K b{};
+        b.d = fp32_to_fp16(1.0f);
+        b.dmin = fp32_to_fp16(1.0f);
+        for (int k = 0; k < 4; ++k) b.scales[k] = 1;  // scales 0..3 = 1, mins 0
+        b.qs[0] = 0x21;                               // element 0 = 1, element 32 = 2
+        b.qh[0] = 0x06;                               // bit 1: element 32 +16; bit 2: element 64 +16
+        dequantize_row(Type::Q5_K, &b, y, 256);
+        CHECK(y[0] == 1.0f);
+        CHECK(y[32] == 18.0f);
+        CHECK(y[64] == 16.0f);
+        CHECK(y[96] == 0.0f);
+    }
+    SUBCASE("Q6_K") {
+        BlockQ6_K b{};
+        b.d = fp32_to_fp16(0.5f);
+        for (int k = 0; k < 16; ++k) b.scales[k] = static_cast<int8_t>(k - 8);
+        b.ql[0] = 0xF1;   // element 0 low 1, element 64 low 15
+        b.ql[32] = 0x2E;  // element 32 low 14, element 96 low 2
+        b.qh[0] = 0xE4;   // high bits: element 0: 0, 32: 1, 64: 2, 96: 3
+        dequantize_row(Type::Q6_K, &b, y, 256);
+        CHECK(y[0] == 0.5f * -8 * (1 - 32));
+        CHECK(y[32] == 0.5f * -6 * (14 + 16 - 32));
+        CHECK(y[64] == 0.5f * -4 * (15 + 32 - 32));
+        CHECK(y[96] == 0.5f * -2 * (2 + 48 - 32));
+        CHECK(y[128] == 0.5f * 0 * -32);
+        CHECK(y[255] == 0.5f * 7 * -32);
+    }
+}
+
+TEST_CASE("new types: dequantize_row matches the element-wise format description on random blocks") {
+    std::mt19937 rng(11);
+    for (Type t : kNewTypes) {
+        const int64_t n = 4 * type_info(t).block_size;
+        auto w = random_blocks(rng, t, n);
+        std::vector<float> y(static_cast<size_t>(n));
+        dequantize_row(t, w.data(), y.data(), n);
+        int bad = 0;
+        for (int64_t i = 0; i < n; ++i) {
+            const int64_t bs = type_info(t).block_size;
+            const double ref = element_value(t, w.data() + (i / bs) * type_info(t).block_bytes, static_cast<int>(i % bs));
+            if (!(std::fabs(y[i] - ref) <= 1e-6 * (std::fabs(ref) + 1.0))) {
+                if (bad++ < 5) FAIL_CHECK(type_name(t) << " element " << i << ": " << y[i] << " vs " << ref);
+            }
+        }
+        CHECK_MESSAGE(bad == 0, type_name(t));
+    }
+}
+
+TEST_CASE("Q8_1 activation quantization matches llama.cpp's x86 formula exactly") {
+    std::mt19937 rng(21);
+    for (int64_t n : {32, 64, 1024}) {
+        std::vector<float> x = random_floats(rng, n, 0.9f);
+        if (n == 64)
+            for (int j = 32; j < 64; ++j) x[j] = 0;
+        std::vector<BlockQ8_1> q(n / 32);
+        quantize_row(Type::Q8_1, x.data(), q.data(), n);
+        for (int64_t b = 0; b < n / 32; ++b) {
+            float amax = 0;
+            for (int j = 0; j < 32; ++j) amax = std::max(amax, std::fabs(x[b * 32 + j]));
+            const float d = amax / 127.0f;
+            const float id = amax != 0 ? 127.0f / amax : 0.0f;
+            CHECK(q[b].d == fp32_to_fp16(d));
+            int sum = 0;
+            for (int j = 0; j < 32; ++j) {
+                const int expect = static_cast<int>(std::nearbyint(x[b * 32 + j] * id));
+                sum += expect;
+                if (q[b].qs[j] != expect) FAIL_CHECK("block " << b << " element " << j);
+            }
+            CHECK(q[b].s == fp32_to_fp16(d * static_cast<float>(sum)));
+        }
+    }
+    // amax = 127: scale 1, ties to even, s = sum.
+    float t[32] = {};
+    t[0] = -127.0f;
+    t[1] = 2.5f;
+    t[2] = 3.5f;
+    BlockQ8_1 b;
+    quantize_row(Type::Q8_1, t, &b, 32);
+    CHECK(fp16_to_fp32(b.d) == 1.0f);
+    CHECK(b.qs[0] == -127);
+    CHECK(b.qs[1] == 2);
+    CHECK(b.qs[2] == 4);
+    CHECK(fp16_to_fp32(b.s) == -121.0f);
+}
+
+TEST_CASE("Q8_K activation quantization matches llama.cpp's formula exactly") {
+    std::mt19937 rng(22);
+    for (int64_t n : {256, 512, 2048}) {
+        std::vector<float> x = random_floats(rng, n, 1.3f);
+        if (n == 512)
+            for (int j = 256; j < 512; ++j) x[j] = 0;
+        std::vector<BlockQ8_K> q(n / 256);
+        quantize_row(Type::Q8_K, x.data(), q.data(), n);
+        for (int64_t b = 0; b < n / 256; ++b) {
+            const float* xb = x.data() + b * 256;
+            float amax = 0, max = 0;
+            for (int j = 0; j < 256; ++j)
+                if (std::fabs(xb[j]) > amax) amax = std::fabs(xb[j]), max = xb[j];
+            if (amax == 0) {
+                CHECK(q[b].d == 0.0f);
+                for (int j = 0; j < 256; ++j) CHECK(q[b].qs[j] == 0);
+                for (int k = 0; k < 16; ++k) CHECK(q[b].bsums[k] == 0);
+                continue;
+            }
+            const float iscale = -127.0f / max;
+            CHECK(q[b].d == 1.0f / iscale);
+            int bad = 0;
+            for (int j = 0; j < 256; ++j) {
+                const int expect = std::min(127, static_cast<int>(std::nearbyint(iscale * xb[j])));
+                if (q[b].qs[j] != expect) ++bad;
+            }
+            CHECK(bad == 0);
+            for (int k = 0; k < 16; ++k) {
+                int s = 0;
+                for (int j = 0; j < 16; ++j) s += q[b].qs[16 * k + j];
+                CHECK(q[b].bsums[k] == s);
+            }
+        }
+    }
+    // The sign of the largest-magnitude value decides the sign of d; ties to even.
+    float t[256] = {};
+    t[3] = 127.0f;
+    t[4] = 2.5f;
+    t[5] = -3.5f;
+    t[17] = 1.0f;
+    BlockQ8_K b;
+    quantize_row(Type::Q8_K, t, &b, 256);
+    CHECK(b.d == -1.0f);
+    CHECK(b.qs[3] == -127);
+    CHECK(b.qs[4] == -2);
+    CHECK(b.qs[5] == 4);
+    CHECK(b.qs[17] == -1);
+    CHECK(b.bsums[0] == -125);
+    CHECK(b.bsums[1] == -1);
+    t[3] = -127.0f;
+    quantize_row(Type::Q8_K, t, &b, 256);
+    CHECK(b.d == 1.0f);
+    CHECK(b.qs[3] == -127);
+    CHECK(b.qs[5] == -4);
+}
+
+TEST_CASE("new types: scalar vec_dot equals the exact dot of the dequantized rows") {
+    std::mt19937 rng(31);
+    for (Type t : kNewTypes) {
+        for (int64_t n : lengths_new(t)) {
+            auto w = random_blocks(rng, t, n);
+            auto a = random_act(rng, t, n);
+            const double ref = exact_dot(t, w.data(), a.data(), n);
+            const double tol = dot_tol(t, w, a, n, 1e-5);
+            const float got = scalar::vec_dot(t, n, w.data(), a.data());
+            CHECK_MESSAGE(std::fabs(got - ref) <= tol, type_name(t) << " n=" << n << " got " << got << " ref " << ref);
+        }
+    }
+}
+
+TEST_CASE("new types: SIMD vec_dot matches scalar") {
+    std::mt19937 rng(32);
+    for (const KernelSet& ks : kernel_sets()) {
+        for (Type t : kNewTypes) {
+            VecDotFn f = ks.vec_dot_fn(t);
+            REQUIRE((f != nullptr));
+            for (int64_t n : lengths_new(t)) {
+                for (int rep = 0; rep < 3; ++rep) {
+                    auto w = random_blocks(rng, t, n);
+                    auto a = random_act(rng, t, n, rep == 2 ? 50.0f : 1.0f);
+                    const float ref = scalar::vec_dot(t, n, w.data(), a.data());
+                    const float got = f(n, w.data(), a.data());
+                    const double tol = dot_tol(t, w, a, n, 2e-5);
+                    if (!(std::fabs(double(got) - ref) <= tol))
+                        FAIL_CHECK(ks.name << " " << type_name(t) << " n=" << n << " rep " << rep << ": " << got
+                                           << " vs scalar " << ref << " (tol " << tol << ")");
+                }
+            }
+            // Extreme bytes: all 0x00 and all 0xFF weights against +-127 activations.
+            for (uint8_t fill : {uint8_t(0x00), uint8_t(0xFF)}) {
+                const int64_t n = 2 * type_info(t).block_size;
+                auto w = random_blocks(rng, t, n);
+                int od, om;
+                scale_offsets(t, od, om);
+                const size_t bb = type_info(t).block_bytes;
+                for (size_t off = 0; off < w.size(); off += bb)
+                    for (size_t i = 0; i < bb; ++i)
+                        if (int(i) != od && int(i) != od + 1 && int(i) != om && int(i) != om + 1) w[off + i] = fill;
+                std::vector<float> x(static_cast<size_t>(n));
+                for (int64_t i = 0; i < n; ++i) x[i] = (i % 3 == 0) ? -1.0f : 1.0f;
+                auto a = quantized(vec_dot_type(t), x);
+                const float ref = scalar::vec_dot(t, n, w.data(), a.data());
+                const float got = f(n, w.data(), a.data());
+                CHECK_MESSAGE(std::fabs(double(got) - ref) <= dot_tol(t, w, a, n, 2e-5),
+                              ks.name << " " << type_name(t) << " fill " << int(fill) << ": " << got << " vs " << ref);
+            }
+        }
+    }
+}
+
+TEST_CASE("new types: matmul_rows matches vec_dot for odd m and row ranges") {
+    std::mt19937 rng(33);
+    const int64_t R = 13;
+    for (Type t : kNewTypes) {
+        const Type at = vec_dot_type(t);
+        const int64_t n = type_info(t).block_size == 32 ? 160 : 512;
+        const size_t wrb = row_bytes(t, n), arb = row_bytes(at, n);
+        std::vector<uint8_t> W = random_blocks(rng, t, n * R);
+        const int64_t m = 3;
+        std::vector<uint8_t> A;
+        for (int64_t j = 0; j < m; ++j) {
+            auto row = random_act(rng, t, n);
+            A.insert(A.end(), row.begin(), row.end());
+        }
+        for (const KernelSet& ks : kernel_sets()) {
+            const int64_t ldy = R + 1;
+            std::vector<float> Y(ldy * m, -999.0f);
+            ks.matmul_rows(t, W.data(), wrb, n, 1, R, A.data(), arb, m, Y.data(), ldy);
+            int bad = 0;
+            for (int64_t j = 0; j < m; ++j) {
+                for (int64_t r = 0; r < ldy; ++r) {
+                    const float got = Y[j * ldy + r];
+                    if (r < 1 || r >= R) {
+                        if (got != -999.0f) ++bad;
+                        continue;
+                    }
+                    const std::vector<uint8_t> wr(W.begin() + r * wrb, W.begin() + (r + 1) * wrb);
+                    const std::vector<uint8_t> aj(A.begin() + j * arb, A.begin() + (j + 1) * arb);
+                    const float ref = scalar::vec_dot(t, n, wr.data(), aj.data());
+                    if (!(std::fabs(double(got) - ref) <= dot_tol(t, wr, aj, n, 2e-5))) ++bad;
+                }
+            }
+            CHECK_MESSAGE(bad == 0, ks.name << " " << type_name(t));
+        }
+    }
 }

@@ -105,9 +105,7 @@ struct Tolerance {
 Tolerance tolerance_for(const std::string& name) {
     // GPT-2's GELU goes through half precision, as in llama.cpp: 1e-3 of the std.
     if (name == "gpt2") return {1e-3, 1e-4, 1.0};
-    if (name.find("F16") != std::string::npos || name.find("BF16") != std::string::npos ||
-        name.find("Q8_0") != std::string::npos || name.find("Q4_0") != std::string::npos)
-        return {0.15, 0.01, 0.9};
+    if (name.rfind("quant-base-", 0) == 0 && name != "quant-base-F32") return {0.15, 0.01, 0.9};
     return {1e-4, 1e-4, 1.0};
 }
 
@@ -174,6 +172,13 @@ TEST_CASE("golden logits: qwen2, qwen3, gpt2") {
 
 TEST_CASE("golden logits: F16, BF16, Q8_0, Q4_0 weights") {
     for (const char* n : {"quant-base-F16", "quant-base-BF16", "quant-base-Q8_0", "quant-base-Q4_0"}) check_golden(n);
+}
+
+TEST_CASE("golden logits: Q4_1, Q5_0, Q5_1, IQ4_NL and the K-quants, and a Q4_K_M mixture") {
+    for (const char* n : {"quant-base-Q4_1", "quant-base-Q5_0", "quant-base-Q5_1", "quant-base-IQ4_NL", "quant-base-Q2_K",
+                          "quant-base-Q3_K", "quant-base-Q4_K", "quant-base-Q5_K", "quant-base-Q6_K",
+                          "quant-base-Q4_K_M-mix"})
+        check_golden(n);
 }
 
 TEST_CASE("batch size does not change the logits beyond float noise") {

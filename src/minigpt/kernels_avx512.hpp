@@ -208,7 +208,7 @@ inline VecDotFn vec_dot_fn(Type wt) {
         case Type::BF16: return vec_dot_bf16;
         case Type::Q8_0: return vec_dot_q8_0;
         case Type::Q4_0: return vec_dot_q4_0;
-        default: return nullptr;
+        default: return avx2::vec_dot_fn(wt);  // the 256-bit kernels (nullptr if unsupported)
     }
 }
 

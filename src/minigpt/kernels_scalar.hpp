@@ -64,6 +64,192 @@ inline float vec_dot_q4_0(int64_t n, const void* w, const void* a) {
     return s;
 }
 
+// Q4_1 x Q8_1: sum(q * a) * dw * da + m * s, per block.
+inline float vec_dot_q4_1(int64_t n, const void* w, const void* a) {
+    const BlockQ4_1* x = static_cast<const BlockQ4_1*>(w);
+    const BlockQ8_1* y = static_cast<const BlockQ8_1*>(a);
+    float s = 0.0f;
+    for (int64_t b = 0; b < n / 32; ++b) {
+        int32_t sumi = 0;
+        for (int j = 0; j < 16; ++j) {
+            sumi += (x[b].qs[j] & 0x0F) * int32_t(y[b].qs[j]);
+            sumi += (x[b].qs[j] >> 4) * int32_t(y[b].qs[j + 16]);
+        }
+        s += (fp16_to_fp32(x[b].d) * fp16_to_fp32(y[b].d)) * static_cast<float>(sumi) +
+             fp16_to_fp32(x[b].m) * fp16_to_fp32(y[b].s);
+    }
+    return s;
+}
+
+// The 32 five-bit values of a Q5_0 / Q5_1 block (0..31), in element order.
+template <class Block>
+inline void unpack_q5(const Block& blk, int q[32]) {
+    const uint32_t qh = load_u32(blk.qh);
+    for (int j = 0; j < 16; ++j) {
+        q[j] = (blk.qs[j] & 0x0F) | static_cast<int>(((qh >> j) & 1u) << 4);
+        q[j + 16] = (blk.qs[j] >> 4) | static_cast<int>(((qh >> (j + 16)) & 1u) << 4);
+    }
+}
+
+inline float vec_dot_q5_0(int64_t n, const void* w, const void* a) {
+    const BlockQ5_0* x = static_cast<const BlockQ5_0*>(w);
+    const BlockQ8_0* y = static_cast<const BlockQ8_0*>(a);
+    float s = 0.0f;
+    for (int64_t b = 0; b < n / 32; ++b) {
+        int q[32];
+        unpack_q5(x[b], q);
+        int32_t sumi = 0;
+        for (int j = 0; j < 32; ++j) sumi += (q[j] - 16) * int32_t(y[b].qs[j]);
+        s += static_cast<float>(sumi) * (fp16_to_fp32(x[b].d) * fp16_to_fp32(y[b].d));
+    }
+    return s;
+}
+
+inline float vec_dot_q5_1(int64_t n, const void* w, const void* a) {
+    const BlockQ5_1* x = static_cast<const BlockQ5_1*>(w);
+    const BlockQ8_1* y = static_cast<const BlockQ8_1*>(a);
+    float s = 0.0f;
+    for (int64_t b = 0; b < n / 32; ++b) {
+        int q[32];
+        unpack_q5(x[b], q);
+        int32_t sumi = 0;
+        for (int j = 0; j < 32; ++j) sumi += q[j] * int32_t(y[b].qs[j]);
+        s += (fp16_to_fp32(x[b].d) * fp16_to_fp32(y[b].d)) * static_cast<float>(sumi) +
+             fp16_to_fp32(x[b].m) * fp16_to_fp32(y[b].s);
+    }
+    return s;
+}
+
+inline float vec_dot_iq4_nl(int64_t n, const void* w, const void* a) {
+    const BlockIQ4_NL* x = static_cast<const BlockIQ4_NL*>(w);
+    const BlockQ8_0* y = static_cast<const BlockQ8_0*>(a);
+    float s = 0.0f;
+    for (int64_t b = 0; b < n / 32; ++b) {
+        int32_t sumi = 0;
+        for (int j = 0; j < 16; ++j) {
+            sumi += kIQ4NLValues[x[b].qs[j] & 0x0F] * int32_t(y[b].qs[j]);
+            sumi += kIQ4NLValues[x[b].qs[j] >> 4] * int32_t(y[b].qs[j + 16]);
+        }
+        s += (fp16_to_fp32(x[b].d) * fp16_to_fp32(y[b].d)) * static_cast<float>(sumi);
+    }
+    return s;
+}
+
+// K-quants against Q8_K: per super-block, the integer sum over sub-blocks of
+// scale * sum(q * a), times d_w * d_a, minus the min term dmin_w * d_a *
+// sum(min * (sum of a over the sub-block)), accumulated in float.
+inline float vec_dot_q2_k(int64_t n, const void* w, const void* a) {
+    const BlockQ2_K* x = static_cast<const BlockQ2_K*>(w);
+    const BlockQ8_K* y = static_cast<const BlockQ8_K*>(a);
+    float s = 0.0f;
+    for (int64_t b = 0; b < n / QK_K; ++b) {
+        int32_t summs = 0;
+        for (int k = 0; k < 16; ++k) summs += y[b].bsums[k] * (x[b].scales[k] >> 4);
+        int32_t isum = 0;
+        for (int k = 0; k < 16; ++k) {  // sub-block k: elements 16k .. 16k + 15
+            const int h = k / 8, j = (k % 8) / 2, half = k % 2;
+            const uint8_t* q = x[b].qs + 32 * h + 16 * half;
+            const int8_t* q8 = y[b].qs + 16 * k;
+            int32_t sub = 0;
+            for (int l = 0; l < 16; ++l) sub += ((q[l] >> (2 * j)) & 3) * int32_t(q8[l]);
+            isum += (x[b].scales[k] & 0x0F) * sub;
+        }
+        const float dall = y[b].d * fp16_to_fp32(x[b].d);
+        const float dmin = y[b].d * fp16_to_fp32(x[b].dmin);
+        s += dall * static_cast<float>(isum) - dmin * static_cast<float>(summs);
+    }
+    return s;
+}
+
+inline float vec_dot_q3_k(int64_t n, const void* w, const void* a) {
+    const BlockQ3_K* x = static_cast<const BlockQ3_K*>(w);
+    const BlockQ8_K* y = static_cast<const BlockQ8_K*>(a);
+    float s = 0.0f;
+    for (int64_t b = 0; b < n / QK_K; ++b) {
+        int8_t sc[16];
+        scales_q3_k(x[b].scales, sc);
+        int32_t isum = 0;
+        for (int k = 0; k < 16; ++k) {
+            const int h = k / 8, j = (k % 8) / 2, half = k % 2;
+            const uint8_t* q = x[b].qs + 32 * h + 16 * half;
+            const uint8_t* hm = x[b].hmask + 16 * half;
+            const int hshift = 4 * h + j;
+            const int8_t* q8 = y[b].qs + 16 * k;
+            // The values go through a signed array first: g++ 12 -O2 with AVX-512
+            // otherwise turns the loop into a dot product that treats them as unsigned.
+            int8_t v[16];
+            for (int l = 0; l < 16; ++l)
+                v[l] = static_cast<int8_t>(((q[l] >> (2 * j)) & 3) - 4 + 4 * ((hm[l] >> hshift) & 1));
+            int32_t sub = 0;
+            for (int l = 0; l < 16; ++l) sub += int32_t(v[l]) * int32_t(q8[l]);
+            isum += sc[k] * sub;
+        }
+        s += (fp16_to_fp32(x[b].d) * y[b].d) * static_cast<float>(isum);
+    }
+    return s;
+}
+
+// Q4_K and Q5_K share the scale layout; High selects the fifth bit.
+template <bool High, class Block>
+inline float vec_dot_q45_k(int64_t n, const void* w, const void* a) {
+    const Block* x = static_cast<const Block*>(w);
+    const BlockQ8_K* y = static_cast<const BlockQ8_K*>(a);
+    float s = 0.0f;
+    for (int64_t b = 0; b < n / QK_K; ++b) {
+        int32_t isum = 0, summs = 0;
+        for (int k = 0; k < 8; ++k) {  // sub-block k: elements 32k .. 32k + 31
+            int sc, m;
+            scale_min_k4(k, x[b].scales, sc, m);
+            const uint8_t* q = x[b].qs + 32 * (k / 2);
+            const int shift = 4 * (k % 2);
+            const int8_t* q8 = y[b].qs + 32 * k;
+            int32_t sub = 0;
+            for (int l = 0; l < 32; ++l) {
+                int v = (q[l] >> shift) & 0x0F;
+                if constexpr (High) v |= ((reinterpret_cast<const BlockQ5_K*>(x + b)->qh[l] >> k) & 1) << 4;
+                sub += v * int32_t(q8[l]);
+            }
+            isum += sc * sub;
+            summs += m * (y[b].bsums[2 * k] + y[b].bsums[2 * k + 1]);
+        }
+        const float d = y[b].d * fp16_to_fp32(x[b].d);
+        const float dmin = y[b].d * fp16_to_fp32(x[b].dmin);
+        s += d * static_cast<float>(isum) - dmin * static_cast<float>(summs);
+    }
+    return s;
+}
+inline float vec_dot_q4_k(int64_t n, const void* w, const void* a) { return vec_dot_q45_k<false, BlockQ4_K>(n, w, a); }
+inline float vec_dot_q5_k(int64_t n, const void* w, const void* a) { return vec_dot_q45_k<true, BlockQ5_K>(n, w, a); }
+
+inline float vec_dot_q6_k(int64_t n, const void* w, const void* a) {
+    const BlockQ6_K* x = static_cast<const BlockQ6_K*>(w);
+    const BlockQ8_K* y = static_cast<const BlockQ8_K*>(a);
+    float s = 0.0f;
+    for (int64_t b = 0; b < n / QK_K; ++b) {
+        int32_t isum = 0;
+        for (int h = 0; h < 2; ++h) {
+            const uint8_t* ql = x[b].ql + 64 * h;
+            const uint8_t* qh = x[b].qh + 32 * h;
+            for (int g = 0; g < 4; ++g) {  // elements 128h + 32g + l
+                for (int half = 0; half < 2; ++half) {
+                    const int k = 8 * h + 2 * g + half;  // sub-block of 16
+                    const int8_t* q8 = y[b].qs + 16 * k;
+                    int32_t sub = 0;
+                    for (int l = 16 * half; l < 16 * half + 16; ++l) {
+                        const int lo = g & 1 ? ql[l + 32] : ql[l];
+                        const int nib = g < 2 ? (lo & 0x0F) : (lo >> 4);
+                        const int q = (nib | (((qh[l] >> (2 * g)) & 3) << 4)) - 32;
+                        sub += q * int32_t(q8[l - 16 * half]);
+                    }
+                    isum += x[b].scales[k] * sub;
+                }
+            }
+        }
+        s += (fp16_to_fp32(x[b].d) * y[b].d) * static_cast<float>(isum);
+    }
+    return s;
+}
+
 inline VecDotFn vec_dot_fn(Type wt) {
     switch (wt) {
         case Type::F32: return vec_dot_f32;
@@ -71,6 +257,15 @@ inline VecDotFn vec_dot_fn(Type wt) {
         case Type::BF16: return vec_dot_bf16;
         case Type::Q8_0: return vec_dot_q8_0;
         case Type::Q4_0: return vec_dot_q4_0;
+        case Type::Q4_1: return vec_dot_q4_1;
+        case Type::Q5_0: return vec_dot_q5_0;
+        case Type::Q5_1: return vec_dot_q5_1;
+        case Type::IQ4_NL: return vec_dot_iq4_nl;
+        case Type::Q2_K: return vec_dot_q2_k;
+        case Type::Q3_K: return vec_dot_q3_k;
+        case Type::Q4_K: return vec_dot_q4_k;
+        case Type::Q5_K: return vec_dot_q5_k;
+        case Type::Q6_K: return vec_dot_q6_k;
         default: return nullptr;
     }
 }
