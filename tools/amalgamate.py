@@ -29,9 +29,11 @@ IMPLEMENTATION = [
     "kernels.hpp",
     "quant_ref.hpp",
     "threads.hpp",
+    "unicode.hpp",
     "tokenizer.hpp",
     "model.hpp",
     "forward.hpp",
+    "grammar.hpp",
     "sampler.hpp",
     "session.hpp",
 ]

@@ -80,6 +80,10 @@ struct ModelParams {
     bool use_mmap = true;      // map the file; false reads it into memory
     bool vocab_only = false;   // load the tokenizer only (tensors are not required)
     const FileIO* file_io = nullptr;  // optional host file access (see FileIO)
+    // A byte-level BPE vocabulary names its pre-tokenizer in tokenizer.ggml.pre.
+    // An unknown name fails the load with StatusCode::unsupported; with this set,
+    // llama.cpp's "default" pre-tokenizer rules are used instead (as llama.cpp does).
+    bool bpe_unknown_pre_as_default = false;
 };
 
 struct ModelInfo {
@@ -205,6 +209,74 @@ private:
 };
 
 // ---------------------------------------------------------------------------
+// Grammar: constrains generated text to a formal language written in a subset
+// of llama.cpp's GBNF:
+//     name ::= alternatives      rules; names are [a-zA-Z0-9_-]+
+//     a b | c                    sequence and alternation; ( ... ) groups
+//     "text"                     literal; escapes \n \t \r \\ \" \xNN \uNNNN \UNNNNNNNN
+//     [a-z0-9_]  [^"\\]          character class, negated class; .  any character
+//     x*  x+  x?  x{m}  x{m,}  x{m,n}   repetition (m, n <= 1000)
+//     # comment                  to the end of the line
+// A rule may continue over several lines; it ends where the next `name ::=`
+// begins. Text is matched as Unicode code points (UTF-8). Left-recursive rules
+// (a rule that can reach itself before matching a character) are refused.
+// ---------------------------------------------------------------------------
+class Grammar {
+public:
+    // Parses GBNF text; `root` names the start rule. Errors give the line and column.
+    static Status parse(std::string_view gbnf, std::shared_ptr<const Grammar>& out,
+                        std::string_view root = "root");
+    // A grammar for one JSON value (object, array, string, number, true, false,
+    // null) with bounded whitespace between tokens.
+    static const char* json_gbnf();
+    // GBNF for one JSON object with exactly these keys, in this order, each with
+    // a string value of at most max_string_chars characters, e.g. for {"action",
+    // "line"}: {"action": "wave", "line": "Hello!"}. Every sentence of this
+    // grammar is finite, so constrained generation always ends.
+    static std::string json_object_gbnf(const std::vector<std::string>& string_keys,
+                                        int max_string_chars = 48);
+
+    ~Grammar();
+    Grammar(const Grammar&) = delete;
+    Grammar& operator=(const Grammar&) = delete;
+    size_t n_rules() const;  // including the rules made for groups and repetitions
+
+    struct Impl;
+    const Impl& impl() const { return *impl_; }
+
+private:
+    Grammar();
+    std::unique_ptr<Impl> impl_;
+};
+
+// Follows text through a grammar, byte by byte: a UTF-8 character may be split
+// over several accept() calls (as it is over several tokens).
+class GrammarMatcher {
+public:
+    GrammarMatcher();  // no grammar: accepts nothing
+    explicit GrammarMatcher(std::shared_ptr<const Grammar> grammar);
+    ~GrammarMatcher();
+    GrammarMatcher(const GrammarMatcher& other);
+    GrammarMatcher& operator=(const GrammarMatcher& other);
+
+    bool has_grammar() const;
+    const std::shared_ptr<const Grammar>& grammar() const;
+    // Whether the bytes can follow the text accepted so far (a prefix of some sentence).
+    bool can_accept(std::string_view bytes) const;
+    // Appends the bytes; false (and no change) when they cannot follow.
+    bool accept(std::string_view bytes);
+    bool is_accepting() const;  // the text so far is a whole sentence
+    bool is_complete() const;   // ... and nothing more can follow it
+    void reset();               // back to the empty text
+
+    struct Impl;
+    const Impl& impl() const { return *impl_; }
+
+private:
+    std::unique_ptr<Impl> impl_;
+};
+
+// ---------------------------------------------------------------------------
 // Sampler: turns logits into a token. Same params + seed = same tokens, at any
 // thread count.
 // ---------------------------------------------------------------------------
@@ -225,9 +297,27 @@ public:
     int32_t sample(const float* logits, int n_vocab);
     // Records a token in the history the repetition penalty looks at
     // (sample() does not; generate() calls it for prompt and output).
+    // With a grammar set, accept(token) also advances the grammar when `token`
+    // is the one the latest sample() returned and it was not yet accepted; so
+    // prompt tokens (accepted before any sample()) never move the grammar.
     void accept(int32_t token);
-    void reset();  // clears the history and reseeds
+    // The same, with an explicit choice of whether the grammar takes the token.
+    // Returns false when the grammar cannot take it (its state is then unchanged).
+    bool accept(int32_t token, bool advance_grammar);
+    void reset();  // clears the history, reseeds and restarts the grammar
     const SamplerParams& params() const { return params_; }
+
+    // Grammar-constrained sampling. While a grammar is set, every token whose
+    // text cannot continue the grammar gets probability 0 before any other
+    // filter; end-of-generation tokens are allowed only where the text so far
+    // is a whole sentence, and once nothing more can follow, sample() returns
+    // the model's EOS token (or another end-of-generation token). The token
+    // texts of `model` are read once here; logits passed to sample() must be
+    // for that model's vocabulary. nullptr removes the grammar.
+    Status set_grammar(std::shared_ptr<const Grammar> grammar, const Model& model);
+    void reset_grammar();  // restarts the grammar only (history and seed stay)
+    // The grammar state (no grammar when none is set).
+    const GrammarMatcher& grammar() const { return grammar_; }
 
     // The candidates that survive the filters, for inspection and tests:
     // after apply_filters, `ids`/`probs` hold the kept tokens and their
@@ -240,7 +330,16 @@ private:
     uint64_t rng_state_ = 0;
     std::vector<int32_t> history_;
     std::vector<std::pair<float, int32_t>> scratch_;
+    // Grammar: the matcher, the token texts of the vocabulary, the token the
+    // latest sample() returned (-1 when none is pending) and a logits buffer.
+    struct GrammarVocab;
+    GrammarMatcher grammar_;
+    std::shared_ptr<const GrammarVocab> grammar_vocab_;
+    int32_t grammar_pending_ = -1;
+    std::vector<float> grammar_logits_;
     double next_uniform();
+    int32_t sample_filtered(const float* logits, int n_vocab);
+    const float* grammar_mask(const float* logits, int n_vocab, std::vector<float>& buf) const;
 };
 
 // ---------------------------------------------------------------------------

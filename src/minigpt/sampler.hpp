@@ -1,11 +1,14 @@
 // sampler: repetition penalty, top-k, top-p, min-p, temperature and a seeded
 // draw, in that order. The result depends only on the logits, the history and
-// the seed: no threads, no clocks, no global state.
+// the seed: no threads, no clocks, no global state. An optional grammar
+// (grammar.hpp) masks the tokens that cannot continue it before the filters.
 #pragma once
 #include "base.hpp"
+#include "grammar.hpp"
 
 #include <algorithm>
 #include <cmath>
+#include <limits>
 #include <utility>
 #include <vector>
 
@@ -190,7 +193,73 @@ inline bool sampler_filter(const SamplerParams& p, const std::vector<int32_t>& h
 
 }  // namespace detail
 
+// The vocabulary as the grammar sees it, read once by set_grammar.
+struct Sampler::GrammarVocab {
+    std::vector<std::string> pieces;  // bytes of each token (control tokens: empty)
+    std::vector<uint8_t> is_eog;      // end-of-generation tokens
+    std::vector<int32_t> order;       // tokens with bytes that are not EOG, sorted by bytes
+    std::vector<int32_t> eog;         // the EOG tokens, allowed where the grammar may end
+    int32_t eos = -1;                 // returned by sample() once the grammar is complete
+};
+
 Sampler::Sampler(const SamplerParams& params) : params_(params), rng_state_(params.seed) {}
+
+Status Sampler::set_grammar(std::shared_ptr<const Grammar> grammar, const Model& model) {
+    grammar_pending_ = -1;
+    if (!grammar) {
+        grammar_ = GrammarMatcher();
+        grammar_vocab_.reset();
+        return Status();
+    }
+    const int n = model.n_vocab();
+    if (n <= 0) return detail::error(StatusCode::invalid_argument, "set_grammar: the model has no vocabulary");
+    std::shared_ptr<GrammarVocab> v = std::make_shared<GrammarVocab>();
+    v->pieces.resize(static_cast<size_t>(n));
+    v->is_eog.assign(static_cast<size_t>(n), 0);
+    for (int i = 0; i < n; ++i) {
+        const size_t k = static_cast<size_t>(i);
+        v->pieces[k] = model.token_to_piece(i, false);
+        if (model.is_eog(i)) {
+            v->is_eog[k] = 1;
+            v->eog.push_back(i);
+        } else if (!v->pieces[k].empty()) {
+            v->order.push_back(i);
+        }
+    }
+    const std::vector<std::string>& pieces = v->pieces;
+    std::stable_sort(v->order.begin(), v->order.end(),
+                     [&](int32_t a, int32_t b) { return pieces[static_cast<size_t>(a)] < pieces[static_cast<size_t>(b)]; });
+    const int32_t eos = model.token_eos();
+    if (eos >= 0 && eos < n) v->eos = eos;
+    else if (!v->eog.empty()) v->eos = v->eog[0];
+    grammar_ = GrammarMatcher(std::move(grammar));
+    grammar_vocab_ = std::move(v);
+    return Status();
+}
+
+void Sampler::reset_grammar() {
+    grammar_.reset();
+    grammar_pending_ = -1;
+}
+
+// Copies the logits into buf with -inf for every token the grammar rules out.
+const float* Sampler::grammar_mask(const float* logits, int n_vocab, std::vector<float>& buf) const {
+    const GrammarVocab& v = *grammar_vocab_;
+    const detail::GrammarData& g = grammar_.grammar()->impl().data;
+    const detail::GrammarState& state = grammar_.impl().state;
+    buf.assign(static_cast<size_t>(n_vocab), -std::numeric_limits<float>::infinity());
+    std::vector<uint8_t> allowed;
+    detail::grammar_allowed_tokens(g, state, v.pieces, v.order, allowed);
+    for (int32_t id : v.order) {
+        if (id < n_vocab && allowed[static_cast<size_t>(id)]) buf[static_cast<size_t>(id)] = logits[id];
+    }
+    if (detail::grammar_accepting(state)) {
+        for (int32_t id : v.eog) {
+            if (id < n_vocab) buf[static_cast<size_t>(id)] = logits[id];
+        }
+    }
+    return buf.data();
+}
 
 double Sampler::next_uniform() {
     // The top 53 bits give a double in [0, 1) with every value equally likely.
@@ -198,6 +267,12 @@ double Sampler::next_uniform() {
 }
 
 void Sampler::accept(int32_t token) {
+    const bool sampled = grammar_pending_ >= 0 && token == grammar_pending_;
+    accept(token, sampled);
+}
+
+bool Sampler::accept(int32_t token, bool advance_grammar) {
+    grammar_pending_ = -1;
     history_.push_back(token);
     // With a window, drop old tokens now and then so that the history stays
     // small without shifting it on every call. A negative window keeps all.
@@ -207,17 +282,29 @@ void Sampler::accept(int32_t token) {
             history_.erase(history_.begin(), history_.end() - static_cast<std::ptrdiff_t>(window));
         }
     }
+    if (!advance_grammar || !grammar_vocab_ || !grammar_.has_grammar()) return true;
+    const GrammarVocab& v = *grammar_vocab_;
+    if (token < 0 || static_cast<size_t>(token) >= v.pieces.size()) return false;
+    const size_t k = static_cast<size_t>(token);
+    // An end-of-generation token ends the text: it fits where the grammar may end.
+    if (v.is_eog[k]) return grammar_.is_accepting();
+    if (v.pieces[k].empty()) return false;
+    return grammar_.accept(v.pieces[k]);
 }
 
 void Sampler::reset() {
     history_.clear();
     rng_state_ = params_.seed;
+    reset_grammar();
 }
 
 void Sampler::apply_filters(const float* logits, int n_vocab, std::vector<int32_t>& ids,
                             std::vector<float>& probs) const {
     std::vector<detail::SamplerCandidate> cand;
-    const bool sorted = detail::sampler_filter(params_, history_, logits, n_vocab, cand);
+    std::vector<float> masked;
+    const float* lp = logits;
+    if (grammar_vocab_ && grammar_.has_grammar() && logits && n_vocab > 0) lp = grammar_mask(logits, n_vocab, masked);
+    const bool sorted = detail::sampler_filter(params_, history_, lp, n_vocab, cand);
     if (!sorted) std::sort(cand.begin(), cand.end(), detail::SamplerBefore());
     ids.resize(cand.size());
     probs.resize(cand.size());
@@ -228,6 +315,20 @@ void Sampler::apply_filters(const float* logits, int n_vocab, std::vector<int32_
 }
 
 int32_t Sampler::sample(const float* logits, int n_vocab) {
+    const float* lp = logits;
+    if (grammar_vocab_ && grammar_.has_grammar() && logits && n_vocab > 0) {
+        if (grammar_.is_complete()) {  // nothing can follow: end the text
+            grammar_pending_ = grammar_vocab_->eos;
+            return grammar_pending_;
+        }
+        lp = grammar_mask(logits, n_vocab, grammar_logits_);
+    }
+    const int32_t tok = sample_filtered(lp, n_vocab);
+    if (grammar_vocab_) grammar_pending_ = tok;
+    return tok;
+}
+
+int32_t Sampler::sample_filtered(const float* logits, int n_vocab) {
     detail::sampler_filter(params_, history_, logits, n_vocab, scratch_);
     if (scratch_.empty()) return -1;
     if (!(params_.temperature > 0.0f)) return scratch_[0].second;  // greedy: no draw

@@ -109,7 +109,7 @@ Status generate(Context& ctx, Sampler& sampler, const std::vector<int32_t>& prom
         int32_t tok = sampler.sample(ctx.logits(), n_vocab);
         if (tok < 0) {
             s.generate_seconds = now_seconds() - t0;
-            return error(StatusCode::internal, "generate: no token can be sampled (every logit is NaN or -inf)");
+            return error(StatusCode::internal, "generate: no token can be sampled (every logit is NaN or -inf, or a grammar allows no token)");
         }
         sampler.accept(tok);
         if (params.stop_at_eog && model.is_eog(tok)) {
