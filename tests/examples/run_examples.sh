@@ -1,0 +1,40 @@
+#!/bin/sh
+# Runs the example programs the way users do and checks what they print.
+#   run_examples.sh BIN_DIR MODEL_PATH EXAMPLE
+# EXAMPLE: chat | npc | perplexity | quantize
+set -eu
+bin="$1"
+model="$2"
+data="$(dirname "$(dirname "$model")")"
+case "$3" in
+chat)
+    # A piped conversation: a reply, then /quit ends with status 0.
+    out=$(printf 'Hello\n/quit\n' | "$bin/minigpt-chat" -m "$model" -n 16 2>&1)
+    echo "$out"
+    echo "$out" | grep -q 'turn 1: .* prompt tokens evaluated'
+    echo "$out" | grep -q 'tokens/s\]'
+    ;;
+npc)
+    out=$("$bin/minigpt-npc" -m "$model" --demo 2>&1)
+    echo "$out"
+    echo "$out" | grep -q 'reply cancelled'
+    echo "$out" | grep -q 'Guard +done +{ *"action"'
+    ;;
+perplexity)
+    out=$("$bin/minigpt-perplexity" -m "$model" -f "$data/models/stories260K.ppl.txt" -c 128 2>&1)
+    echo "$out"
+    echo "$out" | tail -n 1 | grep -q '^PPL = 2\.939[0-9] +/- 0\.185'
+    ;;
+quantize)
+    tmp="${TMPDIR:-/tmp}/minigpt-quantize-test.$$.gguf"
+    "$bin/minigpt-quantize" "$model" "$tmp" Q8_0
+    out=$("$bin/minigpt-generate" -m "$tmp" -n 8 --temp 0 2>&1)
+    rm -f "$tmp"
+    echo "$out"
+    echo "$out" | grep -q 'Once upon a time'
+    ;;
+*)
+    echo "unknown example $3" >&2
+    exit 2
+    ;;
+esac
