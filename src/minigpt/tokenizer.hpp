@@ -911,7 +911,9 @@ inline Status spm_tokenize_piece(const Vocab& v, std::string_view text, std::vec
         off += len;
     }
 
-    std::priority_queue<SpmBigram, std::vector<SpmBigram>, SpmBigramOrder> queue;
+    std::vector<SpmBigram> storage;
+    storage.reserve(sym.size() * 2);
+    std::priority_queue<SpmBigram, std::vector<SpmBigram>, SpmBigramOrder> queue(SpmBigramOrder(), std::move(storage));
     auto try_pair = [&](int32_t left, int32_t right) {
         if (left < 0 || right < 0) return;
         const SpmSymbol& l = sym[static_cast<size_t>(left)];
