@@ -11,14 +11,14 @@ chat)
     # A piped conversation: a reply, then /quit ends with status 0.
     out=$(printf 'Hello\n/quit\n' | "$bin/minigpt-chat" -m "$model" -n 16 2>&1)
     echo "$out"
-    echo "$out" | grep -q 'turn 1: .* prompt tokens evaluated'
+    echo "$out" | grep -Eq 'turn 1: [0-9]+ prompt tokens evaluated'
     echo "$out" | grep -q 'tokens/s\]'
     ;;
 npc)
     out=$("$bin/minigpt-npc" -m "$model" --demo 2>&1)
     echo "$out"
     echo "$out" | grep -q 'reply cancelled'
-    echo "$out" | grep -q 'Guard +done +{ *"action"'
+    echo "$out" | grep -Eq 'Guard +done +\{ *"action"'
     ;;
 perplexity)
     out=$("$bin/minigpt-perplexity" -m "$model" -f "$data/models/stories260K.ppl.txt" -c 128 2>&1)
