@@ -36,6 +36,7 @@ IMPLEMENTATION = [
     "grammar.hpp",
     "sampler.hpp",
     "session.hpp",
+    "chat.hpp",
 ]
 LICENSE = "license.hpp"
 

@@ -407,6 +407,39 @@ Status perplexity(Context& ctx, const std::vector<int32_t>& tokens, PerplexityRe
                   const PerplexityProgress& progress = nullptr);
 
 // ---------------------------------------------------------------------------
+// Chat templates.
+// The Jinja template in a model's tokenizer.chat_template is not executed: its
+// family is recognised by marker substrings (as llama.cpp does) and the
+// conversation is rendered by a built-in formatter for that family, with the
+// same text as llama.cpp's llama_chat_apply_template. The text has no leading
+// BOS (tokenize with add_special adds it); tokenize it with parse_special so
+// that markers such as <|im_start|> become their control tokens.
+// Names: chatml, llama2, llama2-sys, llama2-sys-bos, llama2-sys-strip,
+// mistral-v1, mistral-v3, mistral-v3-tekken, mistral-v7, mistral-v7-tekken,
+// llama3, phi3, phi4, zephyr, gemma, deepseek (DeepSeek Coder: "### Instruction:"),
+// deepseek2 (DeepSeek LLM / V2: "User: ...\n\nAssistant:"), deepseek3.
+// Zephyr ends turns with the EOS text: "<|endoftext|>" when the template writes
+// it, else the model's EOS token ("</s>" when no model is given).
+// ---------------------------------------------------------------------------
+struct ChatMessage {
+    std::string role;     // "system", "user" or "assistant"
+    std::string content;
+};
+// The family name of a Jinja chat template (or of a template name), or nullptr
+// when it is not recognised.
+const char* chat_template_name(std::string_view jinja_template);
+// Every supported template name.
+std::vector<std::string> chat_template_names();
+// Renders `messages` with the template named by template_name (a name from the
+// list above, or a Jinja template text), or, when it is empty, with the model's
+// tokenizer.chat_template. add_generation_prompt appends the assistant header.
+// An unknown or absent template gives StatusCode::unsupported.
+Status chat_apply(const Model& model, const std::vector<ChatMessage>& messages, bool add_generation_prompt,
+                  std::string& out, std::string_view template_name = {});
+Status chat_apply(std::string_view template_name, const std::vector<ChatMessage>& messages,
+                  bool add_generation_prompt, std::string& out);
+
+// ---------------------------------------------------------------------------
 // Small utilities.
 // ---------------------------------------------------------------------------
 // Length of the longest prefix of s[0..n) that ends on a whole UTF-8 character.
