@@ -4940,10 +4940,12 @@ public:
         if (n_tasks <= 0) return;
 #if MINIGPT_THREADS
         if (n_threads_ > 1 && n_tasks > 1) {
-            job_fn_ = fn;
-            job_arg_ = arg;
-            job_tasks_ = n_tasks;
-            next_.store(0, std::memory_order_relaxed);
+            // No task of the previous job is pending here, so no worker can be
+            // running one: a late worker's claim on that job fails (see claim()).
+            job_fn_.store(fn, std::memory_order_relaxed);
+            job_arg_.store(arg, std::memory_order_relaxed);
+            ++job_id_;
+            next_.store(pack(job_id_, static_cast<uint64_t>(n_tasks), 0), std::memory_order_release);
             pending_.store(n_tasks, std::memory_order_relaxed);
             {
                 std::lock_guard<std::mutex> lock(mutex_);
@@ -4969,11 +4971,30 @@ public:
 
 private:
 #if MINIGPT_THREADS
-    void work() {
+    // The task counter packs the job id, the task count and the next index, so
+    // that a worker still looking at a finished job can never take a task of
+    // the next one: its compare-exchange sees a different job or no task left.
+    static constexpr int kIndexBits = 22;
+    static uint64_t pack(uint64_t job, uint64_t tasks, uint64_t index) {
+        return (job << (2 * kIndexBits)) | (tasks << kIndexBits) | index;
+    }
+    bool claim(int& index) {
+        uint64_t v = next_.load(std::memory_order_acquire);
+        const uint64_t mask = (uint64_t(1) << kIndexBits) - 1;
         for (;;) {
-            int i = next_.fetch_add(1, std::memory_order_relaxed);
-            if (i >= job_tasks_) return;
-            job_fn_(job_arg_, i);
+            const uint64_t tasks = (v >> kIndexBits) & mask, i = v & mask;
+            if (i >= tasks) return false;
+            if (next_.compare_exchange_weak(v, v + 1, std::memory_order_acq_rel, std::memory_order_acquire)) {
+                index = static_cast<int>(i);
+                return true;
+            }
+        }
+    }
+
+    void work() {
+        int i;
+        while (claim(i)) {
+            job_fn_.load(std::memory_order_relaxed)(job_arg_.load(std::memory_order_relaxed), i);
             if (pending_.fetch_sub(1, std::memory_order_acq_rel) == 1) {
                 std::lock_guard<std::mutex> lock(mutex_);
                 done_.notify_all();
@@ -5026,11 +5047,11 @@ private:
     std::condition_variable wake_, done_;
     std::atomic<uint64_t> generation_{0};
     std::atomic<bool> quit_{false};
-    std::atomic<int> next_{0};
+    std::atomic<uint64_t> next_{0};
     std::atomic<int> pending_{0};
-    TaskFn job_fn_ = nullptr;
-    void* job_arg_ = nullptr;
-    int job_tasks_ = 0;
+    std::atomic<TaskFn> job_fn_{nullptr};
+    std::atomic<void*> job_arg_{nullptr};
+    uint64_t job_id_ = 0;  // written by the thread that calls run()
 #endif
 };
 

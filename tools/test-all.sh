@@ -194,6 +194,18 @@ stage_sanitize() {
     run_ctest clang-asan "$dir" ASAN_OPTIONS=detect_leaks=1 UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1
 }
 
+# ThreadSanitizer on the tests that run contexts, the pool and host job systems
+# on several threads.
+stage_tsan() {
+    local dir="$BUILD/clang-tsan"
+    cmake -S . -B "$dir" -G Ninja -DCMAKE_CXX_COMPILER=clang++ -DCMAKE_BUILD_TYPE=RelWithDebInfo \
+        -DCMAKE_CXX_FLAGS_RELWITHDEBINFO="-O1 -g1" \
+        -DMINIGPT_WERROR=ON -DMINIGPT_SANITIZE=thread \
+        -DMINIGPT_BUILD_EXAMPLES=OFF -DMINIGPT_BUILD_BENCH=OFF -DMINIGPT_DATA_DIR="$DATA_DIR"
+    cmake_build "$dir" test_session
+    check "clang-tsan:test_session" env TSAN_OPTIONS=halt_on_error=1 "$dir/test_session"
+}
+
 # ---------------------------------------------------------------------------
 stage_scalar() {
     local dir="$BUILD/gcc-scalar-noexcept"
@@ -296,6 +308,7 @@ main() {
     stage "1/6 header freshness and build lists" stage_consistency
     stage "2/6 CMake + g++ Release -Werror: everything, ctest" stage_gcc
     stage "3/6 CMake + clang++ address,undefined sanitizers: tests" stage_sanitize
+    stage "3b/6 CMake + clang++ ThreadSanitizer: threading tests" stage_tsan
     stage "4/6 CMake + g++ MINIGPT_NO_SIMD, examples with -fno-exceptions -fno-rtti: ctest" stage_scalar
     stage "5/6 Meson: build, meson test" stage_meson
     stage "6/6 install + tests/consumer (find_package, pkg-config)" stage_install
