@@ -339,3 +339,32 @@ TEST_CASE("loading from memory and through host file I/O; the allocator hook") {
     CHECK(logits[0] == logits[2]);
     CHECK(logits[1] == logits[2]);
 }
+
+namespace {
+std::vector<std::pair<LogLevel, std::string>> g_log;
+}
+
+TEST_CASE("the logger hook receives load and context messages at the level asked for") {
+    Hooks h;
+    h.log = [](void*, LogLevel level, const char* msg) { g_log.emplace_back(level, msg); };
+    h.log_level = LogLevel::info;
+    set_hooks(h);
+    std::shared_ptr<Model> m;
+    REQUIRE(Model::load(test_util::data_path("models/stories260K.gguf"), ModelParams(), m).ok());
+    std::unique_ptr<Context> c;
+    REQUIRE(Context::create(m, ContextParams(), c).ok());
+    h.log_level = LogLevel::error;  // nothing at this level happens below
+    set_hooks(h);
+    const size_t before = g_log.size();
+    std::shared_ptr<Model> m2;
+    REQUIRE(Model::load(test_util::data_path("models/stories260K.gguf"), ModelParams(), m2).ok());
+    set_hooks(Hooks());
+    bool loaded = false, context = false;
+    for (auto& e : g_log) {
+        loaded = loaded || (e.first == LogLevel::info && e.second.find("loaded") != std::string::npos);
+        context = context || e.second.find("KV cache") != std::string::npos;
+    }
+    CHECK(loaded);
+    CHECK(context);
+    CHECK(g_log.size() == before);
+}

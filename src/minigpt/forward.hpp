@@ -432,6 +432,9 @@ Status Context::create(std::shared_ptr<const Model> model, const ContextParams& 
     c->impl_->params = params;
     Status st = c->impl_->init();
     if (!st.ok()) return st;
+    detail::log_msg(LogLevel::info, "context: %d tokens, KV cache %.2f MB, scratch %.2f MB, %d threads", c->impl_->n_ctx,
+                    static_cast<double>(c->kv_cache_bytes()) / 1e6, static_cast<double>(c->scratch_bytes()) / 1e6,
+                    c->impl_->n_threads);
     out = std::move(c);
     return Status();
 }

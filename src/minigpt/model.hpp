@@ -329,6 +329,11 @@ Status Model::load(const std::string& path, const ModelParams& params, std::shar
     if (!st.ok()) return st;
     st = m->impl_->load(params);
     if (!st.ok()) return Status(st.code(), path + ": " + st.message());
+    const ModelInfo& info = m->impl_->info;
+    detail::log_msg(LogLevel::info, "loaded %s: %s, %llu parameters, %.2f MB of weights (%s)%s", path.c_str(),
+                    info.architecture.c_str(), static_cast<unsigned long long>(info.n_params),
+                    static_cast<double>(info.weight_bytes) / 1e6, info.type_summary.c_str(),
+                    m->impl_->bytes.mapped() ? ", memory-mapped" : "");
     out = std::move(m);
     return Status();
 }
