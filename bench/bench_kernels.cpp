@@ -2,7 +2,8 @@
 //
 //   g++ -O2 -march=native -std=c++17 -I. bench/bench_kernels.cpp -o bench_kernels -lbenchmark -lpthread
 //
-// Every case runs matmul_rows over all rows of one weight matrix on one thread.
+// Every case runs matmul_rows (or the packed GEMM, gemm_*) over all rows of one
+// weight matrix on one thread.
 // bytes_per_second is the weight bytes read (the bound for decode, m=1);
 // items_per_second is floating-point operations (2 per multiply-add).
 #define MINIGPT_IMPLEMENTATION
@@ -107,6 +108,29 @@ void run_matmul(benchmark::State& state, MatmulFn fn, Type t, int64_t rows, int6
     state.SetItemsProcessed(static_cast<int64_t>(state.iterations()) * 2 * rows * n * m);
 }
 
+// The packed GEMM of prompt processing: packing the m activation rows plus
+// the product over all weight rows, on one thread.
+void run_gemm(benchmark::State& state, Type t, int64_t rows, int64_t n, int64_t m) {
+    const Problem& p = problem(t, rows, n, m);
+    const md::GemmKind kind = md::gemm_kind(t, n);
+    md::Buffer<uint8_t> panels, tile;
+    if (kind == md::GemmKind::none || !panels.allocate(md::gemm_panel_bytes(kind, n, m)) ||
+        !tile.allocate(md::gemm_tile_bytes(kind, n))) {
+        state.SkipWithError("no packed GEMM for this type in this build");
+        return;
+    }
+    std::vector<float> Y(static_cast<size_t>(rows * m));
+    const int64_t n_panels = (m + md::kGemmCols - 1) / md::kGemmCols;
+    for (auto _ : state) {
+        md::gemm_pack_panels(t, p.A.data(), p.arb, n, m, 0, n_panels, panels.data());
+        md::gemm_rows(t, p.W.data(), p.wrb, n, 0, rows, panels.data(), m, Y.data(), rows, tile.data());
+        benchmark::DoNotOptimize(Y.data());
+        benchmark::ClobberMemory();
+    }
+    state.SetBytesProcessed(static_cast<int64_t>(state.iterations()) * static_cast<int64_t>(p.wrb) * rows);
+    state.SetItemsProcessed(static_cast<int64_t>(state.iterations()) * 2 * rows * n * m);
+}
+
 // Activation conversion to Q8_0 (done once per matmul input in the forward pass).
 void run_quantize_q8_0(benchmark::State& state, int64_t n) {
     std::vector<float> x(static_cast<size_t>(n));
@@ -143,6 +167,10 @@ int main(int argc, char** argv) {
                     run_matmul, md::matmul_rows, t, s.rows, s.cols, m)
                     ->Unit(benchmark::kMicrosecond);
             }
+            if (md::gemm_kind(t, s.cols) != md::GemmKind::none)
+                benchmark::RegisterBenchmark((std::string("gemm_") + md::simd_name() + "/" + base + "/m128").c_str(),
+                                             run_gemm, t, s.rows, s.cols, int64_t(128))
+                    ->Unit(benchmark::kMicrosecond);
         }
     }
     benchmark::RegisterBenchmark("quantize_q8_0/4096", run_quantize_q8_0, int64_t(4096));

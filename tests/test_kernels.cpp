@@ -577,6 +577,8 @@ float get_f16(const uint8_t* p) {
 void scale_offsets(Type t, int& d, int& m) {
     m = -1;
     switch (t) {
+        case Type::Q8_0: d = offsetof(BlockQ8_0, d); break;
+        case Type::Q4_0: d = offsetof(BlockQ4_0, d); break;
         case Type::Q4_1: d = offsetof(BlockQ4_1, d), m = offsetof(BlockQ4_1, m); break;
         case Type::Q5_0: d = offsetof(BlockQ5_0, d); break;
         case Type::Q5_1: d = offsetof(BlockQ5_1, d), m = offsetof(BlockQ5_1, m); break;
@@ -1046,4 +1048,73 @@ TEST_CASE("new types: matmul_rows matches vec_dot for odd m and row ranges") {
             CHECK_MESSAGE(bad == 0, ks.name << " " << type_name(t));
         }
     }
+}
+
+// ---------------------------------------------------------------------------
+// The packed GEMM of prompt processing against the scalar row dot products.
+// ---------------------------------------------------------------------------
+TEST_CASE("gemm_rows matches scalar vec_dot for every type it handles, odd m and row ranges") {
+    std::mt19937 rng(71);
+    std::vector<Type> types(std::begin(kTypes), std::end(kTypes));
+    types.insert(types.end(), std::begin(kNewTypes), std::end(kNewTypes));
+    int covered = 0;
+    for (Type t : types) {
+        for (int64_t n : {256, 512, 1536}) {
+            const GemmKind kind = gemm_kind(t, n);
+            if (kind == GemmKind::none) continue;
+            ++covered;
+            const Type at = vec_dot_type(t);
+            const int64_t R = 29;
+            const size_t wrb = row_bytes(t, n), arb = row_bytes(at, n);
+            std::vector<uint8_t> W;
+            if (type_info(t).block_size == 1) {
+                for (int64_t r = 0; r < R; ++r) {
+                    auto row = quantized(t, random_floats(rng, n));
+                    W.insert(W.end(), row.begin(), row.end());
+                }
+            } else {
+                W = random_blocks(rng, t, n * R);
+            }
+            for (int64_t m : {1, 7, 16, 17, 40}) {
+                std::vector<uint8_t> A;
+                for (int64_t j = 0; j < m; ++j) {
+                    auto row = random_act(rng, t, n);
+                    A.insert(A.end(), row.begin(), row.end());
+                }
+                Buffer<uint8_t> P, tile;
+                REQUIRE(P.allocate(gemm_panel_bytes(kind, n, m)));
+                REQUIRE(tile.allocate(gemm_tile_bytes(kind, n)));
+                const int64_t panels = (m + kGemmCols - 1) / kGemmCols;
+                gemm_pack_panels(t, A.data(), arb, n, m, 0, panels, P.data());
+                const int64_t ldy = R + 2;
+                const int64_t ranges[][2] = {{0, R}, {3, R - 2}, {8, 16}, {5, 6}};
+                for (const auto& rg : ranges) {
+                    std::vector<float> Y(static_cast<size_t>(ldy * m), -999.0f);
+                    gemm_rows(t, W.data(), wrb, n, rg[0], rg[1], P.data(), m, Y.data(), ldy, tile.data());
+                    int bad = 0;
+                    for (int64_t j = 0; j < m; ++j) {
+                        for (int64_t r = 0; r < ldy; ++r) {
+                            const float got = Y[j * ldy + r];
+                            if (r < rg[0] || r >= rg[1]) {
+                                if (got != -999.0f) ++bad;  // outside the range: untouched
+                                continue;
+                            }
+                            const std::vector<uint8_t> wr(W.begin() + r * wrb, W.begin() + (r + 1) * wrb);
+                            const std::vector<uint8_t> aj(A.begin() + j * arb, A.begin() + (j + 1) * arb);
+                            const float ref = scalar::vec_dot(t, n, wr.data(), aj.data());
+                            if (!(std::fabs(double(got) - ref) <= dot_tol(t, wr, aj, n, 2e-5))) {
+                                if (++bad < 4) MESSAGE("row " << r << " col " << j << ": " << got << " vs " << ref);
+                            }
+                        }
+                    }
+                    CHECK_MESSAGE(bad == 0, std::string(type_name(t)) << " n=" << n << " m=" << m << " rows [" << rg[0] << "," << rg[1] << ")");
+                }
+            }
+        }
+    }
+#if defined(MINIGPT_AVX512) && defined(__AVX512VNNI__) && defined(__AVX512BF16__)
+    CHECK(covered == 3 * 11);  // F32 F16 BF16 Q8_0 Q4_0 Q4_1 Q5_0 Q5_1 IQ4_NL Q4_K Q5_K (Q4_K/Q5_K: n % 256)
+#else
+    MESSAGE("gemm kinds covered: " << covered);
+#endif
 }

@@ -194,6 +194,28 @@ TEST_CASE("batch size does not change the logits beyond float noise") {
     CHECK(c.argmax_same == c.rows);
 }
 
+TEST_CASE("the online softmax gives the same logits for any key block size, past 256 positions") {
+    auto m = load_model(test_util::data_path("models/stories260K.gguf"));
+    // 400 positions: several blocks of the default 256 keys, and of 7 and 1.
+    std::vector<int32_t> toks;
+    for (int i = 0; i < 400; ++i) toks.push_back(1 + (i * 37) % (m->n_vocab() - 1));
+    auto run = [&](int block) {
+        minigpt::detail::g_attn_block = block;
+        auto c = make_context(m, 512, 2, 64);
+        minigpt::detail::g_attn_block = 256;
+        std::vector<float> all;
+        REQUIRE(c->eval(toks, &all).ok());
+        return all;
+    };
+    const std::vector<float> one = run(1 << 20), b256 = run(256), b7 = run(7), b1 = run(1);
+    for (const auto* other : {&b256, &b7, &b1}) {
+        Compare c = compare(*other, one, m->n_vocab());
+        CHECK(c.rows == 400);
+        CHECK(c.max_abs / c.std < 1e-5);
+        CHECK(c.argmax_same == c.rows);
+    }
+}
+
 TEST_CASE("stories260K: greedy 200 tokens equal the reference text") {
     auto m = load_model(test_util::data_path("models/stories260K.gguf"));
     const std::string json = test_util::read_file(test_util::data_path("models/stories260K.greedy200.json"));

@@ -27,6 +27,7 @@ IMPLEMENTATION = [
     "kernels_avx2.hpp",
     "kernels_avx512.hpp",
     "kernels.hpp",
+    "gemm.hpp",
     "quant_ref.hpp",
     "threads.hpp",
     "unicode.hpp",

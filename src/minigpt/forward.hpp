@@ -24,18 +24,9 @@ inline void rms_norm(const float* x, const float* w, float* y, int64_t n, float 
 }
 
 // In-place softmax over n values; returns nothing, values sum to 1.
-inline void softmax(float* x, int64_t n) {
-    float mx = -std::numeric_limits<float>::infinity();
-    for (int64_t i = 0; i < n; ++i) mx = std::max(mx, x[i]);
-    double sum = 0;
-    for (int64_t i = 0; i < n; ++i) {
-        float e = std::exp(x[i] - mx);
-        x[i] = e;
-        sum += e;
-    }
-    const float inv = static_cast<float>(1.0 / sum);
-    scale_f32(n, inv, x);
-}
+// Keys per block of the attention's online softmax. Only tests change it (to
+// check that the block size does not change the result).
+inline int g_attn_block = 256;
 
 // y = (x - mean) / sqrt(var + eps) * w + b, sums in double.
 inline void layer_norm(const float* x, const float* w, const float* b, float* y, int64_t n, float eps) {
@@ -129,7 +120,11 @@ struct Context::Impl {
     const uint16_t* gelu = nullptr;
     detail::Buffer<uint8_t> act_buf[3];
     size_t act_bytes_per_buf = 0;
+    // Packed activations and per-chunk weight tiles of the prompt GEMM.
+    detail::Buffer<uint8_t> gemm_panel, gemm_tiles;
+    size_t gemm_tile_stride = 0;
     int n_chunks_max = 1;
+    int attn_block = 256;  // keys per block of the online softmax (g_attn_block at creation)
 
     std::vector<float> last_logits;
     std::vector<int32_t> tokens;
@@ -182,6 +177,7 @@ Status Context::Impl::init() {
     }
     par.n_threads = n_threads;
     n_chunks_max = n_threads > 1 ? n_threads * 4 : 1;
+    attn_block = std::max(1, std::min(n_ctx, g_attn_block));
 
     const size_t B = static_cast<size_t>(n_batch);
     const size_t E = static_cast<size_t>(hp.n_embd), Q = static_cast<size_t>(hp.q_dim()),
@@ -196,9 +192,16 @@ Status Context::Impl::init() {
          out.allocate(B * std::max(E, static_cast<size_t>(hp.n_vocab))) &&
          rope_cs.allocate(B * static_cast<size_t>(std::max(hp.n_rot, 2))) &&
          (!hp.traits.fused_qkv || qkv.allocate(B * (Q + 2 * KV))) &&
-         scores.allocate(static_cast<size_t>(n_chunks_max) * static_cast<size_t>(n_ctx));
+         scores.allocate(static_cast<size_t>(n_chunks_max) * static_cast<size_t>(attn_block));
     act_bytes_per_buf = B * std::max({E, Q, F}) * sizeof(float);
     for (auto& b : act_buf) ok = ok && b.allocate(act_bytes_per_buf);
+    if (B > 1) {
+        // Sized for the widest input row and every packing kind (F32 is the largest).
+        const size_t n_max = std::max({E, Q, F});
+        gemm_tile_stride = (n_max * 4 * detail::kGemmRows + 63) / 64 * 64;
+        ok = ok && gemm_panel.allocate((B + detail::kGemmCols - 1) / detail::kGemmCols * detail::kGemmCols * n_max * 4) &&
+             gemm_tiles.allocate(static_cast<size_t>(n_chunks_max) * gemm_tile_stride);
+    }
     if (!ok)
         return error(StatusCode::out_of_memory, "cannot allocate the KV cache (%zu bytes) and scratch for n_ctx %d",
                      static_cast<size_t>(cache_elems * 2 * sizeof(float)), n_ctx);
@@ -209,7 +212,7 @@ Status Context::Impl::init() {
 
 size_t Context::Impl::scratch_bytes() const {
     size_t s = x.bytes() + xn.bytes() + qkv.bytes() + q.bytes() + k.bytes() + v.bytes() + att.bytes() + gate.bytes() + up.bytes() +
-               out.bytes() + rope_cs.bytes() + scores.bytes();
+               out.bytes() + rope_cs.bytes() + scores.bytes() + gemm_panel.bytes() + gemm_tiles.bytes();
     for (auto& b : act_buf) s += b.bytes();
     return s;
 }
@@ -232,11 +235,28 @@ detail::Act Context::Impl::make_act(const float* src, int64_t rows, int64_t n, d
 
 void Context::Impl::matmul(const detail::Weight& w, const detail::Act& a, int64_t rows_in, float* y) {
     using namespace detail;
+    const Weight* wp = &w;
+    const GemmKind kind = rows_in >= kGemmMinRows && gemm_panel.data() ? gemm_kind(w.type, w.cols) : GemmKind::none;
+    if (kind != GemmKind::none) {
+        // Pack the activations once, then every chunk of 8-row tiles runs against all of them.
+        uint8_t* P = gemm_panel.data();
+        const int64_t panels = (rows_in + kGemmCols - 1) / kGemmCols;
+        par.for_range(panels, 1, [&](int64_t b, int64_t e, int) {
+            gemm_pack_panels(wp->type, a.data, a.stride, wp->cols, rows_in, b, e, P);
+        });
+        const int64_t tiles = (w.rows + kGemmRows - 1) / kGemmRows;
+        uint8_t* T = gemm_tiles.data();
+        const size_t ts = gemm_tile_stride;
+        par.for_range(tiles, 1, [&](int64_t b, int64_t e, int chunk) {
+            gemm_rows(wp->type, wp->data, wp->row_stride, wp->cols, b * kGemmRows, std::min(wp->rows, e * kGemmRows), P,
+                      rows_in, y, wp->rows, T + static_cast<size_t>(chunk) * ts);
+        });
+        return;
+    }
     // Enough work per chunk that handing it to another thread pays.
     const int64_t work_per_row = w.cols * rows_in;
     int64_t grain = std::max<int64_t>(4, (int64_t(1) << 16) / std::max<int64_t>(1, work_per_row));
     grain = (grain + 3) / 4 * 4;
-    const Weight* wp = &w;
     par.for_range(w.rows, grain, [&](int64_t b, int64_t e, int) {
         matmul_rows(wp->type, wp->data, wp->row_stride, wp->cols, b, e, a.data, a.stride, rows_in, y, wp->rows);
     });
@@ -255,7 +275,8 @@ void Context::Impl::attention(int layer, int m, int n_past) {
     const int64_t job_cost = static_cast<int64_t>(n_past + m) * D * 2;
     const int64_t grain = std::max<int64_t>(1, (int64_t(1) << 15) / std::max<int64_t>(1, job_cost));
     par.for_range(static_cast<int64_t>(m) * H, grain, [&](int64_t b, int64_t e, int chunk) {
-        float* s = scores.data() + static_cast<size_t>(chunk) * n_ctx;
+        const int block = attn_block;
+        float* s = scores.data() + static_cast<size_t>(chunk) * block;
         for (int64_t job = b; job < e; ++job) {
             if ((job & 15) == 0 && aborted()) return;
             const int i = static_cast<int>(job / H), h = static_cast<int>(job % H);
@@ -264,28 +285,47 @@ void Context::Impl::attention(int layer, int m, int n_past) {
             const float* qv = q.data() + static_cast<size_t>(i) * Qd + static_cast<size_t>(h) * D;
             const float* Kh = K + static_cast<size_t>(kvh) * D;
             const float* Vh = V + static_cast<size_t>(kvh) * D;
-            if (small) {
-                for (int t = 0; t <= pos; ++t) {
-                    const float* kt = Kh + static_cast<size_t>(t) * KV;
-                    float acc = 0;
-                    for (int d = 0; d < D; ++d) acc += qv[d] * kt[d];
-                    s[t] = acc * scale;
-                }
-            } else {
-                for (int t = 0; t <= pos; ++t) s[t] = dot_f32(qv, Kh + static_cast<size_t>(t) * KV, D) * scale;
-            }
-            softmax(s, pos + 1);
+            // Keys in blocks with a running maximum and sum (online
+            // softmax): the scores of a whole context row are never stored.
             float* o = att.data() + static_cast<size_t>(i) * Qd + static_cast<size_t>(h) * D;
             std::memset(o, 0, sizeof(float) * D);
-            if (small) {
-                for (int t = 0; t <= pos; ++t) {
-                    const float* vt = Vh + static_cast<size_t>(t) * KV;
-                    const float w = s[t];
-                    for (int d = 0; d < D; ++d) o[d] += w * vt[d];
+            float mx = -std::numeric_limits<float>::infinity();
+            double sum = 0;
+            for (int t0 = 0; t0 <= pos; t0 += block) {
+                const int t1 = std::min(pos + 1, t0 + block);
+                float bmax = -std::numeric_limits<float>::infinity();
+                for (int t = t0; t < t1; ++t) {
+                    const float* kt = Kh + static_cast<size_t>(t) * KV;
+                    float acc;
+                    if (small) {
+                        acc = 0;
+                        for (int d = 0; d < D; ++d) acc += qv[d] * kt[d];
+                    } else {
+                        acc = dot_f32(qv, kt, D);
+                    }
+                    s[t - t0] = acc * scale;
+                    bmax = std::max(bmax, s[t - t0]);
                 }
-            } else {
-                for (int t = 0; t <= pos; ++t) axpy_f32(D, s[t], Vh + static_cast<size_t>(t) * KV, o);
+                if (bmax > mx) {  // rescale what was summed under the old maximum
+                    if (t0 > 0) {
+                        const float c = std::exp(mx - bmax);
+                        scale_f32(D, c, o);
+                        sum *= c;
+                    }
+                    mx = bmax;
+                }
+                for (int t = t0; t < t1; ++t) {
+                    const float w = std::exp(s[t - t0] - mx);
+                    sum += w;
+                    const float* vt = Vh + static_cast<size_t>(t) * KV;
+                    if (small) {
+                        for (int d = 0; d < D; ++d) o[d] += w * vt[d];
+                    } else {
+                        axpy_f32(D, w, vt, o);
+                    }
+                }
             }
+            scale_f32(D, static_cast<float>(1.0 / sum), o);
         }
     });
 }

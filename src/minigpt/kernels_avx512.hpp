@@ -201,6 +201,61 @@ inline float vec_dot_q4_0(int64_t n, const void* w, const void* a) {
     return s + avx2::hsum(acc);
 }
 
+// Q4_K / Q5_K: a pair of sub-blocks (64 values: low nibbles, then high) per
+// 512-bit step; 16-bit products scaled by the sub-block scales in madd, one
+// float update per super-block, one horizontal sum at the end.
+// The 8 six-bit scales (bytes 0..7 of the result) and mins (bytes 8..15) of a
+// Q4_K / Q5_K super-block, unpacked four at a time (same fields as scale_min_k4).
+inline void scales_mins_k4(const uint8_t* q, uint8_t out[16]) {
+    uint32_t u[3];
+    std::memcpy(u, q, 12);
+    const uint32_t low6 = 0x3F3F3F3Fu, low4 = 0x0F0F0F0Fu, low2 = 0x03030303u;
+    const uint32_t v[4] = {u[0] & low6, (u[2] & low4) | (((u[0] >> 6) & low2) << 4), u[1] & low6,
+                           ((u[2] >> 4) & low4) | (((u[1] >> 6) & low2) << 4)};
+    std::memcpy(out, v, 16);
+}
+
+// Q4_K / Q5_K: a pair of sub-blocks (64 values: low nibbles, then high) per
+// 512-bit step; 16-bit products scaled by the sub-block scales in madd, one
+// float update per super-block, one horizontal sum at the end.
+template <bool High, class Block>
+inline float vec_dot_q45_k(int64_t n, const void* w, const void* a) {
+    const Block* x = static_cast<const Block*>(w);
+    const BlockQ8_K* y = static_cast<const BlockQ8_K*>(a);
+    const __m256i m4 = _mm256_set1_epi8(0x0F);
+    __m512 acc = _mm512_setzero_ps();
+    __m256 acc_min = _mm256_setzero_ps();
+    for (int64_t b = 0; b < n / QK_K; ++b) {
+        alignas(16) uint8_t sm[16];
+        scales_mins_k4(x[b].scales, sm);
+        // sum over sub-blocks of min * (sum of its 32 activations), from the 16-value sums.
+        const __m128i mins8 = _mm_loadl_epi64(reinterpret_cast<const __m128i*>(sm + 8));
+        const __m256i mins16 = _mm256_cvtepu8_epi16(_mm_unpacklo_epi8(mins8, mins8));
+        const __m256i bs = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(y[b].bsums));
+        acc_min = _mm256_fmadd_ps(_mm256_set1_ps(y[b].d * avx2::h2f(x[b].dmin)), _mm256_cvtepi32_ps(_mm256_madd_epi16(bs, mins16)), acc_min);
+        __m256i hb = _mm256_setzero_si256();
+        if constexpr (High) hb = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(reinterpret_cast<const BlockQ5_K*>(x + b)->qh));
+        __m512i sumi = _mm512_setzero_si512();
+        for (int j = 0; j < 4; ++j) {
+            const __m256i qv = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(x[b].qs + 32 * j));
+            __m256i lo = _mm256_and_si256(qv, m4);
+            __m256i hi = _mm256_and_si256(_mm256_srli_epi16(qv, 4), m4);
+            if constexpr (High) {
+                const __m256i h16 = _mm256_set1_epi8(0x10);
+                lo = _mm256_or_si256(lo, _mm256_maskz_mov_epi8(_mm256_test_epi8_mask(hb, _mm256_set1_epi8(static_cast<char>(1u << (2 * j)))), h16));
+                hi = _mm256_or_si256(hi, _mm256_maskz_mov_epi8(_mm256_test_epi8_mask(hb, _mm256_set1_epi8(static_cast<char>(2u << (2 * j)))), h16));
+            }
+            const __m512i p = _mm512_maddubs_epi16(join(lo, hi), _mm512_loadu_si512(y[b].qs + 64 * j));
+            const __m512i scv = _mm512_mask_blend_epi16(__mmask32(0xFFFF0000u), _mm512_set1_epi16(sm[2 * j]), _mm512_set1_epi16(sm[2 * j + 1]));
+            sumi = _mm512_add_epi32(sumi, _mm512_madd_epi16(p, scv));
+        }
+        acc = _mm512_fmadd_ps(_mm512_set1_ps(y[b].d * avx2::h2f(x[b].d)), _mm512_maskz_cvtepi32_ps(__mmask16(0xFFFF), sumi), acc);
+    }
+    return hsum(acc) - avx2::hsum(acc_min);
+}
+inline float vec_dot_q4_k(int64_t n, const void* w, const void* a) { return vec_dot_q45_k<false, BlockQ4_K>(n, w, a); }
+inline float vec_dot_q5_k(int64_t n, const void* w, const void* a) { return vec_dot_q45_k<true, BlockQ5_K>(n, w, a); }
+
 inline VecDotFn vec_dot_fn(Type wt) {
     switch (wt) {
         case Type::F32: return vec_dot_f32;
@@ -208,6 +263,8 @@ inline VecDotFn vec_dot_fn(Type wt) {
         case Type::BF16: return vec_dot_bf16;
         case Type::Q8_0: return vec_dot_q8_0;
         case Type::Q4_0: return vec_dot_q4_0;
+        case Type::Q4_K: return vec_dot_q4_k;
+        case Type::Q5_K: return vec_dot_q5_k;
         default: return avx2::vec_dot_fn(wt);  // the 256-bit kernels (nullptr if unsupported)
     }
 }
