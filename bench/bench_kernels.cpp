@@ -114,8 +114,8 @@ void run_gemm(benchmark::State& state, Type t, int64_t rows, int64_t n, int64_t 
     const Problem& p = problem(t, rows, n, m);
     const md::GemmKind kind = md::gemm_kind(t, n);
     md::Buffer<uint8_t> panels, tile;
-    if (kind == md::GemmKind::none || !panels.allocate(md::gemm_panel_bytes(kind, n, m)) ||
-        !tile.allocate(md::gemm_tile_bytes(kind, n))) {
+    if (kind == md::GemmKind::none || !panels.allocate(md::gemm_panel_bytes(t, n, m)) ||
+        !tile.allocate(md::gemm_tile_bytes(t, n))) {
         state.SkipWithError("no packed GEMM for this type in this build");
         return;
     }

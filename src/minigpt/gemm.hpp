@@ -38,7 +38,8 @@ inline GemmKind gemm_kind(Type wt, int64_t n) {
 #if defined(__AVX512VNNI__)
         case Type::Q8_0: case Type::Q4_0: case Type::Q4_1: case Type::Q5_0: case Type::Q5_1: case Type::IQ4_NL:
             return GemmKind::i8;
-        case Type::Q4_K: case Type::Q5_K: return n % QK_K == 0 ? GemmKind::i8 : GemmKind::none;
+        case Type::Q2_K: case Type::Q3_K: case Type::Q4_K: case Type::Q5_K: case Type::Q6_K:
+            return n % QK_K == 0 ? GemmKind::i8 : GemmKind::none;
 #endif
 #if defined(__AVX512BF16__)
         case Type::BF16: return GemmKind::bf16;
@@ -53,16 +54,21 @@ inline GemmKind gemm_kind(Type wt, int64_t n) {
 #endif
 }
 
-// Int8 panel: per 32-block, 8 lines of [16 rows][4 bytes], then da[16], sa[16].
-constexpr size_t kPanelBlockI8 = 8 * 64 + 64 + 64;
-// Int8 weight tile: per 32-block, q[8 rows][32], corr[8], scale[8], min[8].
-constexpr size_t kTileBlockI8 = 8 * 32 + 3 * 32;
+// Integer types share one scale per block of 32 values, or of 16 for the
+// K-quants with 16-value sub-blocks (Q2_K, Q3_K, Q6_K).
+inline int gemm_block(Type wt) { return wt == Type::Q2_K || wt == Type::Q3_K || wt == Type::Q6_K ? 16 : 32; }
+// Int8 panel, per block of B values: B/4 lines of [16 rows][4 bytes], then
+// da[16] (activation scales) and sa[16] (scale times the block's sum).
+inline size_t panel_block_i8(int B) { return static_cast<size_t>(B / 4) * 64 + 64 + 64; }
+// Int8 weight tile, per block: q[8 rows][B], corr[8] (-128 sum q), scale[8], min[8].
+inline size_t tile_block_i8(int B) { return static_cast<size_t>(kGemmRows) * B + 3 * 32; }
 
 // Bytes of the packed activations of m rows of n elements.
-inline size_t gemm_panel_bytes(GemmKind k, int64_t n, int64_t m) {
+inline size_t gemm_panel_bytes(Type wt, int64_t n, int64_t m) {
     const size_t panels = static_cast<size_t>((m + kGemmCols - 1) / kGemmCols);
-    switch (k) {
-        case GemmKind::i8: return panels * static_cast<size_t>(n / 32) * kPanelBlockI8;
+    const int B = gemm_block(wt);
+    switch (gemm_kind(wt, n)) {
+        case GemmKind::i8: return panels * static_cast<size_t>(n / B) * panel_block_i8(B);
         case GemmKind::bf16: return panels * static_cast<size_t>(n / 2) * 64;
         case GemmKind::f32: return panels * static_cast<size_t>(n) * 64;
         default: return 0;
@@ -70,9 +76,10 @@ inline size_t gemm_panel_bytes(GemmKind k, int64_t n, int64_t m) {
 }
 
 // Bytes of one thread's weight tile for rows of n elements.
-inline size_t gemm_tile_bytes(GemmKind k, int64_t n) {
-    switch (k) {
-        case GemmKind::i8: return static_cast<size_t>(n / 32) * kTileBlockI8;
+inline size_t gemm_tile_bytes(Type wt, int64_t n) {
+    const int B = gemm_block(wt);
+    switch (gemm_kind(wt, n)) {
+        case GemmKind::i8: return static_cast<size_t>(n / B) * tile_block_i8(B);
         case GemmKind::bf16: return static_cast<size_t>(n) * 2;  // a zero row for missing rows
         case GemmKind::f32: return static_cast<size_t>(n) * kGemmRows * 4;
         default: return 0;
@@ -88,18 +95,20 @@ inline void gemm_pack_panels(Type wt, const void* A, size_t a_row_bytes, int64_t
     const GemmKind kind = gemm_kind(wt, n);
     const Type at = vec_dot_type(wt);
     const uint8_t* act = static_cast<const uint8_t*>(A);
-    const size_t panel_bytes = gemm_panel_bytes(kind, n, kGemmCols);
+    const size_t panel_bytes = gemm_panel_bytes(wt, n, kGemmCols);
+    const int B = gemm_block(wt), G = B / 4;
+    const size_t pbb = panel_block_i8(B);
     for (int64_t p = p0; p < p1; ++p) {
         uint8_t* dst = P + static_cast<size_t>(p) * panel_bytes;
         for (int c = 0; c < kGemmCols; ++c) {
             const int64_t j = p * kGemmCols + c;
             const uint8_t* row = j < m ? act + static_cast<size_t>(j) * a_row_bytes : nullptr;
             if (kind == GemmKind::i8) {
-                const int64_t nb = n / 32;
+                const int64_t nb = n / B;
                 for (int64_t b = 0; b < nb; ++b) {
-                    uint8_t* pb = dst + static_cast<size_t>(b) * kPanelBlockI8;
-                    float* da = reinterpret_cast<float*>(pb + 512);
-                    float* sa = reinterpret_cast<float*>(pb + 576);
+                    uint8_t* pb = dst + static_cast<size_t>(b) * pbb;
+                    float* da = reinterpret_cast<float*>(pb + 64 * G);
+                    float* sa = reinterpret_cast<float*>(pb + 64 * G + 64);
                     const int8_t* qs = nullptr;
                     float d = 0.0f, s = 0.0f;
                     if (row) {
@@ -112,15 +121,21 @@ inline void gemm_pack_panels(Type wt, const void* A, size_t a_row_bytes, int64_t
                             qs = x->qs;
                             d = fp16_to_fp32(x->d);
                             s = fp16_to_fp32(x->s);
-                        } else {  // Q8_K: 8 blocks of 32 per super-block
+                        } else if (B == 32) {  // Q8_K: 8 blocks of 32 per super-block
                             const BlockQ8_K* x = reinterpret_cast<const BlockQ8_K*>(row) + b / 8;
                             const int sub = static_cast<int>(b % 8);
                             qs = x->qs + 32 * sub;
                             d = x->d;
                             s = d * static_cast<float>(x->bsums[2 * sub] + x->bsums[2 * sub + 1]);
+                        } else {  // Q8_K: 16 blocks of 16
+                            const BlockQ8_K* x = reinterpret_cast<const BlockQ8_K*>(row) + b / 16;
+                            const int sub = static_cast<int>(b % 16);
+                            qs = x->qs + 16 * sub;
+                            d = x->d;
+                            s = d * static_cast<float>(x->bsums[sub]);
                         }
                     }
-                    for (int g = 0; g < 8; ++g) {
+                    for (int g = 0; g < G; ++g) {
                         uint32_t v = 0x80808080u;
                         if (qs) {
                             std::memcpy(&v, qs + 4 * g, 4);
@@ -151,6 +166,36 @@ inline void gemm_pack_panels(Type wt, const void* A, size_t a_row_bytes, int64_t
             }
         }
     }
+}
+
+// Sub-block b % 8 of Q4_K / Q5_K super-block b / 8: its 32 nibbles are the low
+// (shift 0) or high (shift 4) halves of qs[0..31]; Q5_K's fifth bit is bit
+// `sub` of qh[l]; value = scale * q + min.
+struct KSubBlock {
+    const uint8_t* qs;
+    const uint8_t* qh;  // nullptr for Q4_K
+    int sub, shift;
+    float scale, min;
+};
+inline KSubBlock k_sub_block(Type wt, const uint8_t* row, int64_t b) {
+    KSubBlock k;
+    k.sub = static_cast<int>(b % 8);
+    k.shift = (k.sub & 1) ? 4 : 0;
+    const uint8_t* scales;
+    uint16_t d, dmin;
+    if (wt == Type::Q4_K) {
+        const BlockQ4_K* x = reinterpret_cast<const BlockQ4_K*>(row) + b / 8;
+        scales = x->scales, k.qs = x->qs, d = x->d, dmin = x->dmin, k.qh = nullptr;
+    } else {
+        const BlockQ5_K* x = reinterpret_cast<const BlockQ5_K*>(row) + b / 8;
+        scales = x->scales, k.qs = x->qs, d = x->d, dmin = x->dmin, k.qh = x->qh;
+    }
+    k.qs += 32 * (k.sub / 2);
+    int sc, m;
+    scale_min_k4(k.sub, scales, sc, m);
+    k.scale = fp16_to_fp32(d) * static_cast<float>(sc);
+    k.min = -fp16_to_fp32(dmin) * static_cast<float>(m);
+    return k;
 }
 
 // ---------------------------------------------------------------------------
@@ -213,35 +258,53 @@ inline void unpack_block32(Type wt, const uint8_t* row, int64_t b, int8_t* q, fl
             return;
         }
         case Type::Q4_K: case Type::Q5_K: {
-            const int sub = static_cast<int>(b % 8);
-            const uint8_t* scales;
-            const uint8_t* qs;
-            uint16_t d, dmin;
-            const uint8_t* qh = nullptr;
-            if (wt == Type::Q4_K) {
-                const BlockQ4_K* x = reinterpret_cast<const BlockQ4_K*>(row) + b / 8;
-                scales = x->scales, qs = x->qs, d = x->d, dmin = x->dmin;
-            } else {
-                const BlockQ5_K* x = reinterpret_cast<const BlockQ5_K*>(row) + b / 8;
-                scales = x->scales, qs = x->qs, d = x->d, dmin = x->dmin, qh = x->qh;
-            }
-            int sc, m;
-            scale_min_k4(sub, scales, sc, m);
-            const uint8_t* src = qs + 32 * (sub / 2);
-            const int shift = (sub & 1) ? 4 : 0;
+            const KSubBlock k = k_sub_block(wt, row, b);
             for (int l = 0; l < 32; ++l) {
-                int v = (src[l] >> shift) & 0x0F;
-                if (qh && (qh[l] >> sub) & 1) v += 16;
+                int v = (k.qs[l] >> k.shift) & 0x0F;
+                if (k.qh && (k.qh[l] >> k.sub) & 1) v += 16;
                 q[l] = static_cast<int8_t>(v);
             }
-            scale = fp16_to_fp32(d) * static_cast<float>(sc);
-            mn = -fp16_to_fp32(dmin) * static_cast<float>(m);
+            scale = k.scale;
+            mn = k.min;
             return;
         }
         default:
             std::memset(q, 0, 32);
             scale = 0.0f;
             return;
+    }
+}
+
+// One 16-block (sub-block b % 16 of super-block b / 16) of Q2_K, Q3_K or Q6_K
+// as signed bytes, a scale and a min coefficient: value = scale * q + min.
+inline void unpack_block16(Type wt, const uint8_t* row, int64_t b, int8_t* q, float& scale, float& mn) {
+    const int sub = static_cast<int>(b % 16);
+    // Element e = 16 * sub + i of the super-block sits in 32-lane group (e % 128) / 32
+    // of half e / 128, at lane e % 32.
+    const int h = sub / 8, g = (sub % 8) / 2, l0 = 16 * (sub % 2);
+    mn = 0.0f;
+    if (wt == Type::Q6_K) {
+        const BlockQ6_K* x = reinterpret_cast<const BlockQ6_K*>(row) + b / 16;
+        const uint8_t* ql = x->ql + 64 * h + 32 * (g & 1) + l0;
+        const uint8_t* qh = x->qh + 32 * h + l0;
+        for (int i = 0; i < 16; ++i)
+            q[i] = static_cast<int8_t>((((ql[i] >> (4 * (g / 2))) & 15) | (((qh[i] >> (2 * g)) & 3) << 4)) - 32);
+        scale = fp16_to_fp32(x->d) * static_cast<float>(x->scales[sub]);
+    } else if (wt == Type::Q3_K) {
+        const BlockQ3_K* x = reinterpret_cast<const BlockQ3_K*>(row) + b / 16;
+        const uint8_t* qs = x->qs + 32 * h + l0;
+        const uint8_t* hm = x->hmask + l0;
+        for (int i = 0; i < 16; ++i)
+            q[i] = static_cast<int8_t>(((qs[i] >> (2 * g)) & 3) - (((hm[i] >> (4 * h + g)) & 1) ? 0 : 4));
+        int8_t sc[16];
+        scales_q3_k(x->scales, sc);
+        scale = fp16_to_fp32(x->d) * static_cast<float>(sc[sub]);
+    } else {  // Q2_K
+        const BlockQ2_K* x = reinterpret_cast<const BlockQ2_K*>(row) + b / 16;
+        const uint8_t* qs = x->qs + 32 * h + l0;
+        for (int i = 0; i < 16; ++i) q[i] = static_cast<int8_t>((qs[i] >> (2 * g)) & 3);
+        scale = fp16_to_fp32(x->d) * static_cast<float>(x->scales[sub] & 15);
+        mn = -fp16_to_fp32(x->dmin) * static_cast<float>(x->scales[sub] >> 4);
     }
 }
 
@@ -297,25 +360,13 @@ inline __m256i unpack32(Type wt, const uint8_t* row, int64_t b, float& sc, float
             return _mm256_shuffle_epi8(table, nibbles_q4_0(x->qs));
         }
         case Type::Q4_K: case Type::Q5_K: {
-            const int sub = static_cast<int>(b % 8);
-            const uint8_t *scales, *qs, *qh = nullptr;
-            uint16_t d, dmin;
-            if (wt == Type::Q4_K) {
-                const BlockQ4_K* x = reinterpret_cast<const BlockQ4_K*>(row) + b / 8;
-                scales = x->scales, qs = x->qs, d = x->d, dmin = x->dmin;
-            } else {
-                const BlockQ5_K* x = reinterpret_cast<const BlockQ5_K*>(row) + b / 8;
-                scales = x->scales, qs = x->qs, d = x->d, dmin = x->dmin, qh = x->qh;
-            }
-            int s6, m6;
-            scale_min_k4(sub, scales, s6, m6);
-            sc = avx2::h2f(d) * static_cast<float>(s6);
-            mn = -avx2::h2f(dmin) * static_cast<float>(m6);
-            const __m256i v = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(qs + 32 * (sub / 2)));
-            __m256i q = _mm256_and_si256((sub & 1) ? _mm256_srli_epi16(v, 4) : v, m4);
-            if (qh) {
-                const __m256i h = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(qh));
-                const __mmask32 bit = _mm256_test_epi8_mask(h, _mm256_set1_epi8(static_cast<char>(1u << sub)));
+            const KSubBlock k = k_sub_block(wt, row, b);
+            sc = k.scale, mn = k.min;
+            const __m256i v = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(k.qs));
+            __m256i q = _mm256_and_si256(k.shift ? _mm256_srli_epi16(v, 4) : v, m4);
+            if (k.qh) {
+                const __m256i h = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(k.qh));
+                const __mmask32 bit = _mm256_test_epi8_mask(h, _mm256_set1_epi8(static_cast<char>(1u << k.sub)));
                 q = _mm256_or_si256(q, _mm256_maskz_mov_epi8(bit, _mm256_set1_epi8(0x10)));
             }
             return q;
@@ -328,24 +379,55 @@ inline __m256i unpack32(Type wt, const uint8_t* row, int64_t b, float& sc, float
     }
 }
 
+// -128 * sum(q) of 16 or 32 signed bytes, through unsigned bytes: sum(q + 128) - 128 n.
+inline int32_t neg128_sum(__m256i q) {
+    const __m256i s4 = _mm256_sad_epu8(_mm256_xor_si256(q, _mm256_set1_epi8(-128)), _mm256_setzero_si256());
+    const __m128i s2 = _mm_add_epi64(_mm256_castsi256_si128(s4), _mm256_extracti128_si256(s4, 1));
+    return static_cast<int32_t>(-128 * (_mm_cvtsi128_si64(s2) + _mm_extract_epi64(s2, 1) - 32 * 128));
+}
+
+// Q6_K 16-block with SIMD (unpack_block16 is the reference).
+inline __m128i unpack16_q6_k(const uint8_t* row, int64_t b, float& sc) {
+    const int sub = static_cast<int>(b % 16), h = sub / 8, g = (sub % 8) / 2, l0 = 16 * (sub % 2);
+    const BlockQ6_K* x = reinterpret_cast<const BlockQ6_K*>(row) + b / 16;
+    const __m128i ql = _mm_loadu_si128(reinterpret_cast<const __m128i*>(x->ql + 64 * h + 32 * (g & 1) + l0));
+    const __m128i qh = _mm_loadu_si128(reinterpret_cast<const __m128i*>(x->qh + 32 * h + l0));
+    const __m128i lo = _mm_and_si128(_mm_srl_epi16(ql, _mm_cvtsi32_si128(4 * (g / 2))), _mm_set1_epi8(15));
+    const __m128i hi = _mm_and_si128(_mm_srl_epi16(qh, _mm_cvtsi32_si128(2 * g)), _mm_set1_epi8(3));
+    sc = avx2::h2f(x->d) * static_cast<float>(x->scales[sub]);
+    return _mm_sub_epi8(_mm_or_si128(lo, _mm_slli_epi16(hi, 4)), _mm_set1_epi8(32));
+}
+
 // Eight weight rows (rows past `rows` are zero) unpacked into the int8 tile.
 inline void gemm_tile_i8(Type wt, const uint8_t* W, size_t w_row_bytes, int64_t n, int rows, uint8_t* T) {
-    const int64_t nb = n / 32;
+    const int B = gemm_block(wt);
+    const int64_t nb = n / B;
+    const size_t tbb = tile_block_i8(B);
     for (int64_t b = 0; b < nb; ++b) {
-        uint8_t* tb = T + static_cast<size_t>(b) * kTileBlockI8;
-        int32_t* corr = reinterpret_cast<int32_t*>(tb + 256);
-        float* sc = reinterpret_cast<float*>(tb + 288);
-        float* mn = reinterpret_cast<float*>(tb + 320);
+        uint8_t* tb = T + static_cast<size_t>(b) * tbb;
+        int32_t* corr = reinterpret_cast<int32_t*>(tb + kGemmRows * B);
+        float* sc = reinterpret_cast<float*>(tb + kGemmRows * B + 32);
+        float* mn = reinterpret_cast<float*>(tb + kGemmRows * B + 64);
         for (int r = 0; r < kGemmRows; ++r) {
-            __m256i q = _mm256_setzero_si256();
+            const uint8_t* row = W + static_cast<size_t>(r) * w_row_bytes;
             sc[r] = 0.0f, mn[r] = 0.0f;
-            if (r < rows) q = unpack32(wt, W + static_cast<size_t>(r) * w_row_bytes, b, sc[r], mn[r]);
-            _mm256_store_si256(reinterpret_cast<__m256i*>(tb + 32 * r), q);
-            // sum(q) through unsigned bytes: sum(q + 128) - 32 * 128.
-            const __m256i s4 = _mm256_sad_epu8(_mm256_xor_si256(q, _mm256_set1_epi8(-128)), _mm256_setzero_si256());
-            const __m128i s2 = _mm_add_epi64(_mm256_castsi256_si128(s4), _mm256_extracti128_si256(s4, 1));
-            const int64_t sum = _mm_cvtsi128_si64(s2) + _mm_extract_epi64(s2, 1) - 32 * 128;
-            corr[r] = static_cast<int32_t>(-128 * sum);
+            if (B == 32) {
+                __m256i q = _mm256_setzero_si256();
+                if (r < rows) q = unpack32(wt, row, b, sc[r], mn[r]);
+                _mm256_storeu_si256(reinterpret_cast<__m256i*>(tb + 32 * r), q);
+                corr[r] = neg128_sum(q);
+            } else {
+                __m128i q = _mm_setzero_si128();
+                if (r < rows && wt == Type::Q6_K) {
+                    q = unpack16_q6_k(row, b, sc[r]);
+                } else if (r < rows) {
+                    alignas(16) int8_t t[16];
+                    unpack_block16(wt, row, b, t, sc[r], mn[r]);
+                    q = _mm_load_si128(reinterpret_cast<const __m128i*>(t));
+                }
+                _mm_storeu_si128(reinterpret_cast<__m128i*>(tb + 16 * r), q);
+                corr[r] = neg128_sum(_mm256_zextsi128_si256(q));  // the zero upper half adds nothing
+            }
         }
     }
 }
@@ -364,32 +446,34 @@ inline void gemm_store(const __m512* f, int rows, int cols, float* Y, int64_t ld
         for (int r = 0; r < rows; ++r) Y[c * ldy + r] = t[r][c];
 }
 
-template <bool Min>
+template <int B, bool Min>
 inline void gemm_kernel_i8(const uint8_t* T, const uint8_t* Pn, int64_t nb, __m512* out) {
+    constexpr int G = B / 4;
+    constexpr size_t tbb = static_cast<size_t>(kGemmRows) * B + 96, pbb = static_cast<size_t>(G) * 64 + 128;
     __m512 f[kGemmRows];  // local, so that the accumulators stay in registers
     MINIGPT_UNROLL8
     for (int r = 0; r < kGemmRows; ++r) f[r] = _mm512_setzero_ps();
     for (int64_t b = 0; b < nb; ++b) {
-        const uint8_t* tb = T + static_cast<size_t>(b) * kTileBlockI8;
-        const uint8_t* pb = Pn + static_cast<size_t>(b) * kPanelBlockI8;
+        const uint8_t* tb = T + static_cast<size_t>(b) * tbb;
+        const uint8_t* pb = Pn + static_cast<size_t>(b) * pbb;
         __m512i acc[kGemmRows];
         MINIGPT_UNROLL8
-        for (int r = 0; r < kGemmRows; ++r) acc[r] = _mm512_set1_epi32(load_i32(tb + 256 + 4 * r));
+        for (int r = 0; r < kGemmRows; ++r) acc[r] = _mm512_set1_epi32(load_i32(tb + kGemmRows * B + 4 * r));
         MINIGPT_UNROLL8
-        for (int g = 0; g < 8; ++g) {
+        for (int g = 0; g < G; ++g) {
             const __m512i a = _mm512_load_si512(pb + 64 * g);
             MINIGPT_UNROLL8
             for (int r = 0; r < kGemmRows; ++r)
-                acc[r] = _mm512_dpbusd_epi32(acc[r], a, _mm512_set1_epi32(load_i32(tb + 32 * r + 4 * g)));
+                acc[r] = _mm512_dpbusd_epi32(acc[r], a, _mm512_set1_epi32(load_i32(tb + B * r + 4 * g)));
         }
-        const __m512 da = _mm512_load_ps(reinterpret_cast<const float*>(pb + 512));
-        const float* sc = reinterpret_cast<const float*>(tb + 288);
+        const __m512 da = _mm512_load_ps(reinterpret_cast<const float*>(pb + 64 * G));
+        const float* sc = reinterpret_cast<const float*>(tb + kGemmRows * B + 32);
         MINIGPT_UNROLL8
         for (int r = 0; r < kGemmRows; ++r)
             f[r] = _mm512_fmadd_ps(_mm512_maskz_cvtepi32_ps(__mmask16(0xFFFF), acc[r]), _mm512_mul_ps(da, _mm512_set1_ps(sc[r])), f[r]);
         if constexpr (Min) {
-            const __m512 sa = _mm512_load_ps(reinterpret_cast<const float*>(pb + 576));
-            const float* mn = reinterpret_cast<const float*>(tb + 320);
+            const __m512 sa = _mm512_load_ps(reinterpret_cast<const float*>(pb + 64 * G + 64));
+            const float* mn = reinterpret_cast<const float*>(tb + kGemmRows * B + 64);
             MINIGPT_UNROLL8
             for (int r = 0; r < kGemmRows; ++r) f[r] = _mm512_fmadd_ps(sa, _mm512_set1_ps(mn[r]), f[r]);
         }
@@ -434,8 +518,8 @@ inline void gemm_rows(Type wt, const void* W, size_t w_row_bytes, int64_t n, int
     const GemmKind kind = gemm_kind(wt, n);
     const uint8_t* w = static_cast<const uint8_t*>(W);
     const int64_t n_panels = (m + kGemmCols - 1) / kGemmCols;
-    const size_t panel_bytes = gemm_panel_bytes(kind, n, kGemmCols);
-    const bool has_min = wt == Type::Q4_1 || wt == Type::Q5_1 || wt == Type::Q4_K || wt == Type::Q5_K;
+    const size_t panel_bytes = gemm_panel_bytes(wt, n, kGemmCols);
+    const bool has_min = wt == Type::Q4_1 || wt == Type::Q5_1 || wt == Type::Q2_K || wt == Type::Q4_K || wt == Type::Q5_K;
     __m512 f[kGemmRows];
     for (int64_t rt = r0; rt < r1; rt += kGemmRows) {
         const int rows = static_cast<int>(std::min<int64_t>(kGemmRows, r1 - rt));
@@ -464,8 +548,13 @@ inline void gemm_rows(Type wt, const void* W, size_t w_row_bytes, int64_t n, int
         for (int64_t p = 0; p < n_panels; ++p) {
             const uint8_t* Pn = P + static_cast<size_t>(p) * panel_bytes;
             if (kind == GemmKind::i8) {
-                if (has_min) gemm_kernel_i8<true>(tile, Pn, n / 32, f);
-                else gemm_kernel_i8<false>(tile, Pn, n / 32, f);
+                if (gemm_block(wt) == 16) {
+                    if (has_min) gemm_kernel_i8<16, true>(tile, Pn, n / 16, f);
+                    else gemm_kernel_i8<16, false>(tile, Pn, n / 16, f);
+                } else {
+                    if (has_min) gemm_kernel_i8<32, true>(tile, Pn, n / 32, f);
+                    else gemm_kernel_i8<32, false>(tile, Pn, n / 32, f);
+                }
             } else if (kind == GemmKind::bf16) {
 #if defined(__AVX512BF16__)
                 gemm_kernel_bf16(brow, Pn, n, f);
