@@ -194,6 +194,57 @@ TEST_CASE("batch size does not change the logits beyond float noise") {
     CHECK(c.argmax_same == c.rows);
 }
 
+TEST_CASE("an F16 KV cache: half the memory, logits within F16 rounding of llama.cpp's, shift and state work") {
+    auto m = load_model(test_util::data_path("golden/models/llama.gguf"));
+    const int V = m->n_vocab();
+    const std::vector<int32_t> toks = golden_tokens();
+    const std::vector<float> ref = test_util::read_f32(test_util::data_path("golden/dumps/llama/logits_batch.f32"));
+    REQUIRE(ref.size() == toks.size() * V);
+    ContextParams cp;
+    cp.n_ctx = 64;
+    cp.n_threads = 2;
+    cp.kv_f16 = true;
+    std::unique_ptr<Context> c16;
+    REQUIRE(Context::create(m, cp, c16).ok());
+    auto c32 = make_context(m, 64, 2);
+    CHECK(c16->kv_cache_bytes() * 2 == c32->kv_cache_bytes());
+    std::vector<float> a16, a32;
+    REQUIRE(c16->eval(toks, &a16).ok());
+    REQUIRE(c32->eval(toks, &a32).ok());
+    const Compare c = compare(a16, ref, V);
+    MESSAGE("F16 KV cache vs llama.cpp: max_abs/std=" << c.max_abs / c.std << " mean_abs/std=" << c.mean_abs / c.std);
+    CHECK(c.max_abs / c.std < 1e-2);  // F16 has 11 significant bits
+    CHECK(c.max_abs > 0);             // the cache really is F16 (F32 matches to ~1e-6)
+    CHECK(c.argmax_same == c.rows);
+
+    // A saved state resumes exactly; an F32 context refuses it.
+    std::vector<uint8_t> state;
+    REQUIRE(c16->state_save(state).ok());
+    std::vector<float> next_a, next_b;
+    REQUIRE(c16->eval(std::vector<int32_t>{5, 6, 7}, &next_a).ok());
+    REQUIRE(c16->state_load(state.data(), state.size()).ok());
+    REQUIRE(c16->eval(std::vector<int32_t>{5, 6, 7}, &next_b).ok());
+    CHECK(next_a == next_b);
+    CHECK(c32->state_load(state.data(), state.size()).code() == StatusCode::invalid_argument);
+
+    // Shifting re-rotates F16 keys: the same shift on the F32 cache gives logits
+    // within F16 rounding (and a shift does change them).
+    REQUIRE(c16->truncate(40).ok());
+    REQUIRE(c32->n_past() == 40);
+    std::vector<float> s16, s32, unshifted;
+    REQUIRE(c32->eval(std::vector<int32_t>{9}, &unshifted).ok());
+    REQUIRE(c32->truncate(40).ok());
+    REQUIRE(c16->shift(4, 16).ok());
+    REQUIRE(c32->shift(4, 16).ok());
+    REQUIRE(c16->n_past() == 24);
+    REQUIRE(c16->eval(std::vector<int32_t>{9}, &s16).ok());
+    REQUIRE(c32->eval(std::vector<int32_t>{9}, &s32).ok());
+    const Compare cs = compare(s16, s32, V);
+    CHECK(cs.max_abs / cs.std < 1e-2);
+    CHECK(compare(unshifted, s32, V).max_abs / cs.std > 1e-2);
+    CHECK(cs.argmax_same == 1);
+}
+
 TEST_CASE("the online softmax gives the same logits for any key block size, past 256 positions") {
     auto m = load_model(test_util::data_path("models/stories260K.gguf"));
     // 400 positions: several blocks of the default 256 keys, and of 7 and 1.

@@ -162,6 +162,10 @@ struct ContextParams {
     // models with learned absolute positions, such as GPT-2).
     bool context_shift = false;
     int n_keep = 0;
+    // Store the cached keys and values as F16 instead of F32: half the KV cache
+    // memory; results then carry F16 rounding of K and V (as llama.cpp's default
+    // cache does).
+    bool kv_f16 = false;
 };
 
 class Context {

@@ -115,7 +115,21 @@ struct Context::Impl {
     detail::ThreadPool pool;
     detail::Parallel par;
 
-    detail::Buffer<float> kcache, vcache;  // [n_layer][n_ctx][kv_dim]
+    // [n_layer][n_ctx][kv_dim] elements of kv_es bytes: F32, or F16 with kv_f16.
+    detail::Buffer<uint8_t> kcache, vcache;
+    size_t kv_es = 4;
+    uint8_t* kv_at(detail::Buffer<uint8_t>& b, int layer, int t) {
+        return b.data() + (static_cast<size_t>(layer) * n_ctx + static_cast<size_t>(t)) * hp.kv_dim() * kv_es;
+    }
+    // n floats into / out of the cache's element type.
+    void kv_put(uint8_t* dst, const float* src, int64_t n) const {
+        if (kv_es == 4) std::memcpy(dst, src, static_cast<size_t>(n) * 4);
+        else detail::quantize_row(detail::Type::F16, src, dst, n);
+    }
+    void kv_get(const uint8_t* src, float* dst, int64_t n) const {
+        if (kv_es == 4) std::memcpy(dst, src, static_cast<size_t>(n) * 4);
+        else detail::dequantize_row(detail::Type::F16, src, dst, n);
+    }
     detail::Buffer<float> x, xn, q, k, v, qkv, att, gate, up, out, rope_cs, scores;
     const uint16_t* gelu = nullptr;
     detail::Buffer<uint8_t> act_buf[3];
@@ -186,13 +200,14 @@ Status Context::Impl::init() {
     if (mul_overflows(static_cast<uint64_t>(hp.n_layer) * static_cast<uint64_t>(n_ctx), KV, &cache_elems) ||
         cache_elems > (uint64_t(1) << 40))
         return error(StatusCode::out_of_memory, "KV cache for n_ctx %d is too large", n_ctx);
-    bool ok = kcache.allocate(cache_elems) && vcache.allocate(cache_elems);
+    kv_es = params.kv_f16 ? 2 : 4;
+    bool ok = kcache.allocate(cache_elems * kv_es) && vcache.allocate(cache_elems * kv_es);
     ok = ok && x.allocate(B * E) && xn.allocate(B * E) && q.allocate(B * Q) && k.allocate(B * KV) &&
          v.allocate(B * KV) && att.allocate(B * Q) && gate.allocate(B * F) && up.allocate(B * F) &&
          out.allocate(B * std::max(E, static_cast<size_t>(hp.n_vocab))) &&
          rope_cs.allocate(B * static_cast<size_t>(std::max(hp.n_rot, 2))) &&
          (!hp.traits.fused_qkv || qkv.allocate(B * (Q + 2 * KV))) &&
-         scores.allocate(static_cast<size_t>(n_chunks_max) * static_cast<size_t>(attn_block));
+         scores.allocate(static_cast<size_t>(n_chunks_max) * static_cast<size_t>(attn_block + 2 * hp.head_dim));
     act_bytes_per_buf = B * std::max({E, Q, F}) * sizeof(float);
     for (auto& b : act_buf) ok = ok && b.allocate(act_bytes_per_buf);
     if (B > 1) {
@@ -204,7 +219,7 @@ Status Context::Impl::init() {
     }
     if (!ok)
         return error(StatusCode::out_of_memory, "cannot allocate the KV cache (%zu bytes) and scratch for n_ctx %d",
-                     static_cast<size_t>(cache_elems * 2 * sizeof(float)), n_ctx);
+                     static_cast<size_t>(cache_elems * 2 * kv_es), n_ctx);
     last_logits.assign(static_cast<size_t>(hp.n_vocab), 0.0f);
     if (hp.traits.ffn == FfnKind::gelu) gelu = gelu_table();
     return Status();
@@ -267,8 +282,9 @@ void Context::Impl::attention(int layer, int m, int n_past) {
     const int H = hp.n_head, D = hp.head_dim, KV = hp.kv_dim(), Qd = hp.q_dim();
     const int group = hp.n_head / hp.n_head_kv;
     const float scale = 1.0f / std::sqrt(static_cast<float>(D));
-    const float* K = kcache.data() + static_cast<size_t>(layer) * n_ctx * KV;
-    const float* V = vcache.data() + static_cast<size_t>(layer) * n_ctx * KV;
+    const uint8_t* K = kv_at(kcache, layer, 0);
+    const uint8_t* V = kv_at(vcache, layer, 0);
+    const size_t es = kv_es, row_bytes = static_cast<size_t>(KV) * es;
     // Small heads (a few floats) are done inline: a kernel call per key costs more than the key.
     const bool small = D < 32;
     // Enough work per chunk that handing it to another thread pays.
@@ -276,15 +292,17 @@ void Context::Impl::attention(int layer, int m, int n_past) {
     const int64_t grain = std::max<int64_t>(1, (int64_t(1) << 15) / std::max<int64_t>(1, job_cost));
     par.for_range(static_cast<int64_t>(m) * H, grain, [&](int64_t b, int64_t e, int chunk) {
         const int block = attn_block;
-        float* s = scores.data() + static_cast<size_t>(chunk) * block;
+        float* s = scores.data() + static_cast<size_t>(chunk) * (block + 2 * D);
+        float* kbuf = s + block;  // one key / value widened from F16
+        float* vbuf = kbuf + D;
         for (int64_t job = b; job < e; ++job) {
             if ((job & 15) == 0 && aborted()) return;
             const int i = static_cast<int>(job / H), h = static_cast<int>(job % H);
             const int pos = n_past + i;
             const int kvh = h / group;
             const float* qv = q.data() + static_cast<size_t>(i) * Qd + static_cast<size_t>(h) * D;
-            const float* Kh = K + static_cast<size_t>(kvh) * D;
-            const float* Vh = V + static_cast<size_t>(kvh) * D;
+            const uint8_t* Kh = K + static_cast<size_t>(kvh) * D * es;
+            const uint8_t* Vh = V + static_cast<size_t>(kvh) * D * es;
             // Keys in blocks with a running maximum and sum (online
             // softmax): the scores of a whole context row are never stored.
             float* o = att.data() + static_cast<size_t>(i) * Qd + static_cast<size_t>(h) * D;
@@ -295,7 +313,13 @@ void Context::Impl::attention(int layer, int m, int n_past) {
                 const int t1 = std::min(pos + 1, t0 + block);
                 float bmax = -std::numeric_limits<float>::infinity();
                 for (int t = t0; t < t1; ++t) {
-                    const float* kt = Kh + static_cast<size_t>(t) * KV;
+                    const float* kt;
+                    if (es == 4) {
+                        kt = reinterpret_cast<const float*>(Kh + static_cast<size_t>(t) * row_bytes);
+                    } else {
+                        dequantize_row(Type::F16, Kh + static_cast<size_t>(t) * row_bytes, kbuf, D);
+                        kt = kbuf;
+                    }
                     float acc;
                     if (small) {
                         acc = 0;
@@ -317,7 +341,13 @@ void Context::Impl::attention(int layer, int m, int n_past) {
                 for (int t = t0; t < t1; ++t) {
                     const float w = std::exp(s[t - t0] - mx);
                     sum += w;
-                    const float* vt = Vh + static_cast<size_t>(t) * KV;
+                    const float* vt;
+                    if (es == 4) {
+                        vt = reinterpret_cast<const float*>(Vh + static_cast<size_t>(t) * row_bytes);
+                    } else {
+                        dequantize_row(Type::F16, Vh + static_cast<size_t>(t) * row_bytes, vbuf, D);
+                        vt = vbuf;
+                    }
                     if (small) {
                         for (int d = 0; d < D; ++d) o[d] += w * vt[d];
                     } else {
@@ -406,9 +436,8 @@ Status Context::Impl::forward(const int32_t* toks, int n_tok, float* logits_out,
             rope_apply(q.data() + static_cast<size_t>(i) * Qd, hp.n_head, hp.head_dim, hp.n_rot, cs, arch.rope);
             rope_apply(k.data() + static_cast<size_t>(i) * KVd, hp.n_head_kv, hp.head_dim, hp.n_rot, cs, arch.rope);
         }
-        const size_t layer_off = static_cast<size_t>(l) * n_ctx * KVd;
-        std::memcpy(kcache.data() + layer_off + static_cast<size_t>(n_past) * KVd, k.data(), sizeof(float) * m * KVd);
-        std::memcpy(vcache.data() + layer_off + static_cast<size_t>(n_past) * KVd, v.data(), sizeof(float) * m * KVd);
+        kv_put(kv_at(kcache, l, n_past), k.data(), static_cast<int64_t>(m) * KVd);
+        kv_put(kv_at(vcache, l, n_past), v.data(), static_cast<int64_t>(m) * KVd);
 
         attention(l, m, n_past);
         if (aborted()) return error(StatusCode::aborted, "aborted by the abort callback");
@@ -532,14 +561,14 @@ Status Context::shift(int n_keep, int n_discard) {
     std::vector<float> cs(static_cast<size_t>(std::max(hp.n_rot, 2)));
     const float* ff = c.m->rope_freqs ? reinterpret_cast<const float*>(c.m->rope_freqs.data) : nullptr;
     if (hp.n_rot > 0) rope_angles(-n_discard, hp.n_rot, hp.rope_base, hp.rope_freq_scale, ff, cs.data());
+    std::vector<float> row(static_cast<size_t>(KV));
+    const size_t rb = static_cast<size_t>(KV) * c.kv_es;
     for (int l = 0; l < hp.n_layer; ++l) {
-        float* K = c.kcache.data() + static_cast<size_t>(l) * c.n_ctx * KV;
-        float* V = c.vcache.data() + static_cast<size_t>(l) * c.n_ctx * KV;
         for (int t = n_keep + n_discard; t < n_past; ++t) {
-            float* kd = K + static_cast<size_t>(t - n_discard) * KV;
-            std::memmove(kd, K + static_cast<size_t>(t) * KV, sizeof(float) * KV);
-            std::memmove(V + static_cast<size_t>(t - n_discard) * KV, V + static_cast<size_t>(t) * KV, sizeof(float) * KV);
-            if (hp.traits.rope != RopeKind::none) rope_apply(kd, hp.n_head_kv, hp.head_dim, hp.n_rot, cs.data(), hp.traits.rope);
+            std::memmove(c.kv_at(c.vcache, l, t - n_discard), c.kv_at(c.vcache, l, t), rb);
+            c.kv_get(c.kv_at(c.kcache, l, t), row.data(), KV);
+            if (hp.traits.rope != RopeKind::none) rope_apply(row.data(), hp.n_head_kv, hp.head_dim, hp.n_rot, cs.data(), hp.traits.rope);
+            c.kv_put(c.kv_at(c.kcache, l, t - n_discard), row.data(), KV);
         }
     }
     c.tokens.erase(c.tokens.begin() + n_keep, c.tokens.begin() + n_keep + n_discard);
@@ -548,18 +577,18 @@ Status Context::shift(int n_keep, int n_discard) {
 
 namespace detail {
 constexpr uint32_t kStateMagic = 0x5453474Du;  // "MGST"
-constexpr uint32_t kStateVersion = 1;
+constexpr uint32_t kStateVersion = 2;
 }  // namespace detail
 
 Status Context::state_save(std::vector<uint8_t>& out) const {
     const Impl& c = *impl_;
     const detail::Hparams& hp = c.hp;
-    const uint32_t head[6] = {detail::kStateMagic, detail::kStateVersion, static_cast<uint32_t>(hp.n_layer),
+    const uint32_t head[7] = {detail::kStateMagic, detail::kStateVersion, static_cast<uint32_t>(hp.n_layer),
                               static_cast<uint32_t>(hp.kv_dim()), static_cast<uint32_t>(hp.n_vocab),
-                              static_cast<uint32_t>(c.tokens.size())};
-    const size_t n = c.tokens.size(), KV = static_cast<size_t>(hp.kv_dim());
+                              static_cast<uint32_t>(c.tokens.size()), static_cast<uint32_t>(c.kv_es)};
+    const size_t n = c.tokens.size(), KV = static_cast<size_t>(hp.kv_dim()) * c.kv_es;  // bytes per cached row
     out.clear();
-    out.reserve(sizeof head + n * 4 + c.last_logits.size() * 4 + 2 * hp.n_layer * n * KV * 4);
+    out.reserve(sizeof head + n * 4 + c.last_logits.size() * 4 + 2 * hp.n_layer * n * KV);
     auto put = [&](const void* p, size_t bytes) {
         const uint8_t* b = static_cast<const uint8_t*>(p);
         out.insert(out.end(), b, b + bytes);
@@ -569,8 +598,8 @@ Status Context::state_save(std::vector<uint8_t>& out) const {
     put(c.last_logits.data(), c.last_logits.size() * sizeof(float));
     for (int l = 0; l < hp.n_layer; ++l) {
         const size_t off = static_cast<size_t>(l) * c.n_ctx * KV;
-        put(c.kcache.data() + off, n * KV * sizeof(float));
-        put(c.vcache.data() + off, n * KV * sizeof(float));
+        put(c.kcache.data() + off, n * KV);
+        put(c.vcache.data() + off, n * KV);
     }
     return Status();
 }
@@ -579,7 +608,7 @@ Status Context::state_load(const uint8_t* data, size_t size) {
     using namespace detail;
     Impl& c = *impl_;
     const Hparams& hp = c.hp;
-    uint32_t head[6];
+    uint32_t head[7];
     if (!data || size < sizeof head) return error(StatusCode::bad_format, "state_load: the state is truncated");
     std::memcpy(head, data, sizeof head);
     if (head[0] != kStateMagic || head[1] != kStateVersion)
@@ -587,10 +616,13 @@ Status Context::state_load(const uint8_t* data, size_t size) {
     if (head[2] != static_cast<uint32_t>(hp.n_layer) || head[3] != static_cast<uint32_t>(hp.kv_dim()) ||
         head[4] != static_cast<uint32_t>(hp.n_vocab))
         return error(StatusCode::invalid_argument, "state_load: the state belongs to a different model");
-    const size_t n = head[5], KV = static_cast<size_t>(hp.kv_dim());
+    if (head[6] != c.kv_es)
+        return error(StatusCode::invalid_argument, "state_load: the state's KV cache is %s, this context's is %s",
+                     head[6] == 2 ? "F16" : "F32", c.kv_es == 2 ? "F16" : "F32");
+    const size_t n = head[5], KV = static_cast<size_t>(hp.kv_dim()) * c.kv_es;  // bytes per cached row
     if (n > static_cast<size_t>(c.n_ctx))
         return error(StatusCode::context_full, "state_load: %zu tokens do not fit a context of %d", n, c.n_ctx);
-    const size_t need = sizeof head + n * 4 + static_cast<size_t>(hp.n_vocab) * 4 + 2 * static_cast<size_t>(hp.n_layer) * n * KV * 4;
+    const size_t need = sizeof head + n * 4 + static_cast<size_t>(hp.n_vocab) * 4 + 2 * static_cast<size_t>(hp.n_layer) * n * KV;
     if (size != need) return error(StatusCode::bad_format, "state_load: %zu bytes, expected %zu", size, need);
     const uint8_t* p = data + sizeof head;
     std::vector<int32_t> toks(n);
@@ -602,10 +634,10 @@ Status Context::state_load(const uint8_t* data, size_t size) {
     p += static_cast<size_t>(hp.n_vocab) * 4;
     for (int l = 0; l < hp.n_layer; ++l) {
         const size_t off = static_cast<size_t>(l) * c.n_ctx * KV;
-        std::memcpy(c.kcache.data() + off, p, n * KV * 4);
-        p += n * KV * 4;
-        std::memcpy(c.vcache.data() + off, p, n * KV * 4);
-        p += n * KV * 4;
+        std::memcpy(c.kcache.data() + off, p, n * KV);
+        p += n * KV;
+        std::memcpy(c.vcache.data() + off, p, n * KV);
+        p += n * KV;
     }
     c.tokens = std::move(toks);
     return Status();
