@@ -243,7 +243,10 @@ detail::Act Context::Impl::make_act(const float* src, int64_t rows, int64_t n, d
     }
     a.stride = row_bytes(vt, n);
     uint8_t* dst = act_buf[slot].data();
-    for (int64_t r = 0; r < rows; ++r) quantize_row(vt, src + r * n, dst + r * a.stride, n);
+    const size_t stride = a.stride;
+    par.for_range(rows, std::max<int64_t>(1, 4096 / std::max<int64_t>(1, n)), [&](int64_t b, int64_t e, int) {
+        for (int64_t r = b; r < e; ++r) quantize_row(vt, src + r * n, dst + r * stride, n);
+    });
     a.data = dst;
     return a;
 }

@@ -318,11 +318,16 @@ inline void unpack_block16(Type wt, const uint8_t* row, int64_t b, int8_t* q, fl
 #else
 #define MINIGPT_UNROLL8
 #endif
+#if defined(_MSC_VER)
+#define MINIGPT_GEMM_INLINE __forceinline
+#else
+#define MINIGPT_GEMM_INLINE inline __attribute__((always_inline))
+#endif
 namespace avx512 {
 
 // One 32-block of a weight row as 32 signed bytes, a scale and a min
 // coefficient (value = scale * q + min): unpack_block32 with SIMD.
-inline __m256i unpack32(Type wt, const uint8_t* row, int64_t b, float& sc, float& mn) {
+MINIGPT_GEMM_INLINE __m256i unpack32(Type wt, const uint8_t* row, int64_t b, float& sc, float& mn) {
     const __m256i m4 = _mm256_set1_epi8(0x0F);
     mn = 0.0f;
     switch (wt) {
@@ -398,8 +403,10 @@ inline __m128i unpack16_q6_k(const uint8_t* row, int64_t b, float& sc) {
     return _mm_sub_epi8(_mm_or_si128(lo, _mm_slli_epi16(hi, 4)), _mm_set1_epi8(32));
 }
 
-// Eight weight rows (rows past `rows` are zero) unpacked into the int8 tile.
-inline void gemm_tile_i8(Type wt, const uint8_t* W, size_t w_row_bytes, int64_t n, int rows, uint8_t* T) {
+// Eight weight rows (rows past `rows` are zero) unpacked into the int8 tile;
+// instantiated per type so that the unpacking is inlined without a switch.
+template <Type wt>
+inline void gemm_tile_i8_t(const uint8_t* W, size_t w_row_bytes, int64_t n, int rows, uint8_t* T) {
     const int B = gemm_block(wt);
     const int64_t nb = n / B;
     const size_t tbb = tile_block_i8(B);
@@ -429,6 +436,23 @@ inline void gemm_tile_i8(Type wt, const uint8_t* W, size_t w_row_bytes, int64_t 
                 corr[r] = neg128_sum(_mm256_zextsi128_si256(q));  // the zero upper half adds nothing
             }
         }
+    }
+}
+
+inline void gemm_tile_i8(Type wt, const uint8_t* W, size_t w_row_bytes, int64_t n, int rows, uint8_t* T) {
+    switch (wt) {
+        case Type::Q8_0: gemm_tile_i8_t<Type::Q8_0>(W, w_row_bytes, n, rows, T); break;
+        case Type::Q4_0: gemm_tile_i8_t<Type::Q4_0>(W, w_row_bytes, n, rows, T); break;
+        case Type::Q4_1: gemm_tile_i8_t<Type::Q4_1>(W, w_row_bytes, n, rows, T); break;
+        case Type::Q5_0: gemm_tile_i8_t<Type::Q5_0>(W, w_row_bytes, n, rows, T); break;
+        case Type::Q5_1: gemm_tile_i8_t<Type::Q5_1>(W, w_row_bytes, n, rows, T); break;
+        case Type::IQ4_NL: gemm_tile_i8_t<Type::IQ4_NL>(W, w_row_bytes, n, rows, T); break;
+        case Type::Q2_K: gemm_tile_i8_t<Type::Q2_K>(W, w_row_bytes, n, rows, T); break;
+        case Type::Q3_K: gemm_tile_i8_t<Type::Q3_K>(W, w_row_bytes, n, rows, T); break;
+        case Type::Q4_K: gemm_tile_i8_t<Type::Q4_K>(W, w_row_bytes, n, rows, T); break;
+        case Type::Q5_K: gemm_tile_i8_t<Type::Q5_K>(W, w_row_bytes, n, rows, T); break;
+        case Type::Q6_K: gemm_tile_i8_t<Type::Q6_K>(W, w_row_bytes, n, rows, T); break;
+        default: break;
     }
 }
 
