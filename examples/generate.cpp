@@ -31,6 +31,7 @@ struct Options {
     int n_ctx = 0;
     int n_batch = 512;
     bool use_mmap = true;
+    std::string cache_k = "f32", cache_v = "f32";
     bool random_seed = false;
     minigpt::SamplerParams sampling;
 };
@@ -63,7 +64,9 @@ void usage(FILE* out) {
                  "      --min-p P             min-p sampling (default: %.2f; 0.0 = off)\n"
                  "      --repeat-penalty X    penalty for repeated tokens (default: %.2f; 1.0 = off)\n"
                  "      --repeat-last-n N     tokens the penalty looks back at (default: %d; 0 = off, -1 = all)\n"
-                 "      --no-mmap             read the model into memory instead of mapping it\n",
+                 "      --no-mmap             read the model into memory instead of mapping it\n"
+                 "  -ctk, --cache-type-k T    KV cache type, f32 or f16 (default: f32; keys and values share it)\n"
+                 "  -ctv, --cache-type-v T    the same setting, for llama.cpp's spelling\n",
                  "minigpt-generate", model_default.c_str(), static_cast<unsigned long long>(d.seed),
                  static_cast<double>(d.temperature), d.top_k, static_cast<double>(d.top_p),
                  static_cast<double>(d.min_p), static_cast<double>(d.repeat_penalty), d.repeat_last_n);
@@ -127,11 +130,20 @@ Options parse_args(int argc, char** argv) {
             o.sampling.repeat_last_n = parse_int(a, value(), -1, INT_MAX);
         } else if (a == "--no-mmap") {
             o.use_mmap = false;
+        } else if (a == "-ctk" || a == "--cache-type-k" || a == "-ctv" || a == "--cache-type-v") {
+            const std::string t = value();
+            if (t != "f32" && t != "f16") fail("cache type '" + t + "' is not supported (f32 or f16)");
+            (a == "-ctk" || a == "--cache-type-k" ? o.cache_k : o.cache_v) = t;
         } else {
             fail("unknown argument '" + a + "' (see --help)");
         }
     }
     if (o.model.empty()) fail("no model given: use -m FILE");
+    if (o.cache_k != o.cache_v) {
+        // One option sets both when only one is given.
+        if (o.cache_k == "f32") o.cache_k = o.cache_v;
+        else if (o.cache_v == "f32") o.cache_v = o.cache_k;
+    }
     return o;
 }
 
@@ -168,6 +180,7 @@ int main(int argc, char** argv) {
         if (need > train) cp.n_ctx = static_cast<int>(std::min<long long>(need, 1 << 20));
     }
     cp.n_batch = opt.n_batch;
+    cp.kv_f16 = opt.cache_k == "f16";
     cp.n_threads = opt.n_threads;
     std::unique_ptr<minigpt::Context> ctx;
     st = minigpt::Context::create(model, cp, ctx);
@@ -183,9 +196,9 @@ int main(int argc, char** argv) {
     std::fprintf(stderr, "minigpt: loaded %s (%s, %llu params, %.2f MB) in %.2f ms\n", opt.model.c_str(),
                  info.architecture.c_str(), static_cast<unsigned long long>(info.n_params), mib(info.weight_bytes),
                  load_ms);
-    std::fprintf(stderr, "minigpt: context %d tokens (trained %d), KV cache %.2f MB, scratch %.2f MB, %d threads\n",
-                 ctx->n_ctx(), info.n_ctx_train, mib(ctx->kv_cache_bytes()), mib(ctx->scratch_bytes()),
-                 ctx->n_threads());
+    std::fprintf(stderr, "minigpt: context %d tokens (trained %d), KV cache %.2f MB (%s), scratch %.2f MB, %d threads\n",
+                 ctx->n_ctx(), info.n_ctx_train, mib(ctx->kv_cache_bytes()), cp.kv_f16 ? "f16" : "f32",
+                 mib(ctx->scratch_bytes()), ctx->n_threads());
     const minigpt::SamplerParams& sp = opt.sampling;
     std::fprintf(stderr,
                  "minigpt: sampling: temp %.3f, top_k %d, top_p %.3f, min_p %.3f, repeat_penalty %.3f, "
