@@ -8084,6 +8084,7 @@ struct Context::Impl {
     Status forward(const int32_t* toks, int m, float* logits_out, bool all_rows);
     detail::Act make_act(const float* src, int64_t m, int64_t n, detail::Type vt, int slot);
     void matmul(const detail::Weight& w, const detail::Act& a, int64_t m, float* y);
+    void matmul_n(int count, const detail::Weight* const* ws, const detail::Act* const* as, int64_t m, float* const* ys);
     void attention(int layer, int m, int n_past);
     // The abort callback is polled between layers and inside attention; once it
     // says stop, the flag stays set until the forward pass returns.
@@ -8189,31 +8190,67 @@ detail::Act Context::Impl::make_act(const float* src, int64_t rows, int64_t n, d
 }
 
 void Context::Impl::matmul(const detail::Weight& w, const detail::Act& a, int64_t rows_in, float* y) {
+    const detail::Weight* ws[1] = {&w};
+    const detail::Act* as[1] = {&a};
+    float* ys[1] = {y};
+    matmul_n(1, ws, as, rows_in, ys);
+}
+
+// Several products of the same activation rows (Q, K, V; gate, up), each
+// activation already in its weight's format. With a batch, each weight is a
+// packed GEMM; for one token, one parallel pass runs over the rows of all of
+// them, so the threads meet once instead of once per matrix.
+void Context::Impl::matmul_n(int count, const detail::Weight* const* ws, const detail::Act* const* as, int64_t rows_in,
+                             float* const* ys) {
     using namespace detail;
-    const Weight* wp = &w;
-    const GemmKind kind = rows_in >= kGemmMinRows && gemm_panel.data() ? gemm_kind(w.type, w.cols) : GemmKind::none;
-    if (kind != GemmKind::none) {
-        // Pack the activations once, then every chunk of 8-row tiles runs against all of them.
-        uint8_t* P = gemm_panel.data();
-        const int64_t panels = (rows_in + kGemmCols - 1) / kGemmCols;
-        par.for_range(panels, 1, [&](int64_t b, int64_t e, int) {
-            gemm_pack_panels(wp->type, a.data, a.stride, wp->cols, rows_in, b, e, P);
-        });
-        const int64_t tiles = (w.rows + kGemmRows - 1) / kGemmRows;
-        uint8_t* T = gemm_tiles.data();
-        const size_t ts = gemm_tile_stride;
-        par.for_range(tiles, 1, [&](int64_t b, int64_t e, int chunk) {
-            gemm_rows(wp->type, wp->data, wp->row_stride, wp->cols, b * kGemmRows, std::min(wp->rows, e * kGemmRows), P,
-                      rows_in, y, wp->rows, T + static_cast<size_t>(chunk) * ts);
-        });
+    bool all_gemm = rows_in >= kGemmMinRows && gemm_panel.data() != nullptr;
+    for (int i = 0; i < count; ++i) all_gemm = all_gemm && gemm_kind(ws[i]->type, ws[i]->cols) != GemmKind::none;
+    if (all_gemm) {
+        for (int i = 0; i < count; ++i) {
+            const Weight* wp = ws[i];
+            const Act& a = *as[i];
+            float* y = ys[i];
+            // Pack the activations once, then every chunk of 8-row tiles runs against all of them.
+            uint8_t* P = gemm_panel.data();
+            const int64_t panels = (rows_in + kGemmCols - 1) / kGemmCols;
+            par.for_range(panels, 1, [&](int64_t b, int64_t e, int) {
+                gemm_pack_panels(wp->type, a.data, a.stride, wp->cols, rows_in, b, e, P);
+            });
+            const int64_t tiles = (wp->rows + kGemmRows - 1) / kGemmRows;
+            uint8_t* T = gemm_tiles.data();
+            const size_t ts = gemm_tile_stride;
+            par.for_range(tiles, 1, [&](int64_t b, int64_t e, int chunk) {
+                gemm_rows(wp->type, wp->data, wp->row_stride, wp->cols, b * kGemmRows, std::min(wp->rows, e * kGemmRows), P,
+                          rows_in, y, wp->rows, T + static_cast<size_t>(chunk) * ts);
+            });
+        }
         return;
     }
-    // Enough work per chunk that handing it to another thread pays.
-    const int64_t work_per_row = w.cols * rows_in;
-    int64_t grain = std::max<int64_t>(4, (int64_t(1) << 16) / std::max<int64_t>(1, work_per_row));
-    grain = (grain + 3) / 4 * 4;
-    par.for_range(w.rows, grain, [&](int64_t b, int64_t e, int) {
-        matmul_rows(wp->type, wp->data, wp->row_stride, wp->cols, b, e, a.data, a.stride, rows_in, y, wp->rows);
+    // The rows of all weights one after the other.
+    int64_t first[4] = {0, 0, 0, 0}, cols = 1;
+    MINIGPT_ASSERT(count >= 1 && count <= 3);
+    for (int i = 0; i < count; ++i) {
+        first[i + 1] = first[i] + ws[i]->rows;
+        cols = std::max(cols, ws[i]->cols);
+    }
+    const int64_t total = first[count];
+    // Enough work per chunk that handing it to another thread pays, and a number
+    // of equal chunks that is a multiple of the thread count: the threads finish
+    // together (one chunk more on one thread is a quarter more time on it).
+    const int64_t min_rows = std::max<int64_t>(4, (int64_t(1) << 14) / (cols * rows_in));
+    const int64_t T = std::max(1, n_threads);
+    int64_t chunks = std::min<int64_t>(4 * T, total / min_rows);
+    if (chunks > T) chunks -= chunks % T;
+    chunks = std::max<int64_t>(1, chunks);
+    const int64_t grain = ((total + chunks - 1) / chunks + 3) / 4 * 4;
+    par.for_range(total, grain, [&](int64_t b, int64_t e, int) {
+        for (int i = 0; i < count; ++i) {
+            const int64_t lo = std::max(b, first[i]) - first[i], hi = std::min(e, first[i + 1]) - first[i];
+            if (lo >= hi) continue;
+            const Weight* wp = ws[i];
+            matmul_rows(wp->type, wp->data, wp->row_stride, wp->cols, lo, hi, as[i]->data, as[i]->stride, rows_in, ys[i],
+                        wp->rows);
+        }
     });
 }
 
@@ -8355,9 +8392,10 @@ Status Context::Impl::forward(const int32_t* toks, int n_tok, float* logits_out,
             Act aq = make_act(xn.data(), m, E, tq, 0);
             Act ak = tk == tq ? aq : make_act(xn.data(), m, E, tk, 1);
             Act av = tv == tq ? aq : tv == tk ? ak : make_act(xn.data(), m, E, tv, 2);
-            matmul(L.wq, aq, m, q.data());
-            matmul(L.wk, ak, m, k.data());
-            matmul(L.wv, av, m, v.data());
+            const Weight* ws[3] = {&L.wq, &L.wk, &L.wv};
+            const Act* as[3] = {&aq, &ak, &av};
+            float* ys[3] = {q.data(), k.data(), v.data()};
+            matmul_n(3, ws, as, m, ys);
             add_bias(q.data(), L.bq, m, Qd);
             add_bias(k.data(), L.bk, m, KVd);
             add_bias(v.data(), L.bv, m, KVd);
@@ -8395,8 +8433,10 @@ Status Context::Impl::forward(const int32_t* toks, int n_tok, float* logits_out,
             const Type tg = vec_dot_type(L.w_gate.type), tu = vec_dot_type(L.w_up.type);
             Act ag = make_act(xn.data(), m, E, tg, 0);
             Act au = tu == tg ? ag : make_act(xn.data(), m, E, tu, 1);
-            matmul(L.w_gate, ag, m, gate.data());
-            matmul(L.w_up, au, m, up.data());
+            const Weight* ws[2] = {&L.w_gate, &L.w_up};
+            const Act* as[2] = {&ag, &au};
+            float* ys[2] = {gate.data(), up.data()};
+            matmul_n(2, ws, as, m, ys);
             for (size_t i = 0; i < mF; ++i) gate[i] = silu(gate[i]) * up[i];
         } else {
             Act au = make_act(xn.data(), m, E, vec_dot_type(L.w_up.type), 0);
