@@ -8213,13 +8213,14 @@ void Context::Impl::matmul_n(int count, const detail::Weight* const* ws, const d
             // Pack the activations once, then every chunk of 8-row tiles runs against all of them.
             uint8_t* P = gemm_panel.data();
             const int64_t panels = (rows_in + kGemmCols - 1) / kGemmCols;
-            par.for_range(panels, 1, [&](int64_t b, int64_t e, int) {
-                gemm_pack_panels(wp->type, a.data, a.stride, wp->cols, rows_in, b, e, P);
-            });
+            // (chunks small enough to be worth a thread: 64K values packed, 256K products)
+            par.for_range(panels, std::max<int64_t>(1, (int64_t(1) << 16) / (kGemmCols * wp->cols)),
+                          [&](int64_t b, int64_t e, int) { gemm_pack_panels(wp->type, a.data, a.stride, wp->cols, rows_in, b, e, P); });
             const int64_t tiles = (wp->rows + kGemmRows - 1) / kGemmRows;
             uint8_t* T = gemm_tiles.data();
             const size_t ts = gemm_tile_stride;
-            par.for_range(tiles, 1, [&](int64_t b, int64_t e, int chunk) {
+            const int64_t tile_grain = std::max<int64_t>(1, (int64_t(1) << 18) / (kGemmRows * wp->cols * rows_in));
+            par.for_range(tiles, tile_grain, [&](int64_t b, int64_t e, int chunk) {
                 gemm_rows(wp->type, wp->data, wp->row_stride, wp->cols, b * kGemmRows, std::min(wp->rows, e * kGemmRows), P,
                           rows_in, y, wp->rows, T + static_cast<size_t>(chunk) * ts);
             });
