@@ -81,7 +81,7 @@ VERSION
 #  if defined(__AVX2__) && defined(__FMA__) && defined(__F16C__)
 #    define MINIGPT_AVX2 1
 #  endif
-#  if defined(__ARM_NEON) || defined(__ARM_NEON__)
+#  if (defined(__ARM_NEON) || defined(__ARM_NEON__)) && defined(__aarch64__) && !defined(MINIGPT_NO_NEON)
 #    define MINIGPT_NEON 1
 #  endif
 #endif
@@ -99,6 +99,18 @@ VERSION
 #if !defined(MINIGPT_ASSERT)
 #  include <cassert>
 #  define MINIGPT_ASSERT(x) assert(x)
+#endif
+
+// Unrolling hint for the SIMD kernels' register tiles: an array of accumulators
+// indexed by a loop variable stays in registers only when the loop is unrolled.
+#if defined(__clang__)
+#  define MINIGPT_PRAGMA(x) _Pragma(#x)
+#  define MINIGPT_UNROLL(n) MINIGPT_PRAGMA(unroll n)
+#elif defined(__GNUC__)
+#  define MINIGPT_PRAGMA(x) _Pragma(#x)
+#  define MINIGPT_UNROLL(n) MINIGPT_PRAGMA(GCC unroll n)
+#else
+#  define MINIGPT_UNROLL(n)
 #endif
 
 #if defined(_WIN32)
@@ -3312,6 +3324,7 @@ inline void dot4_q(int64_t n, const uint8_t* w, size_t ws, const BlockQ8_0* y, f
         const __m256i av = load_q8(y[b].qs);
         const float da = h2f(y[b].d);
         __m256 acc[4] = {s0, s1, s2, s3};
+        MINIGPT_UNROLL(4)
         for (int k = 0; k < 4; ++k) {
             const uint8_t* row = w + k * ws;
             __m256i xv;
@@ -3338,7 +3351,10 @@ inline void matmul_rows(Type wt, const void* W, size_t w_row_bytes, int64_t n, i
                         const void* A, size_t a_row_bytes, int64_t m, float* Y, int64_t ldy) {
     VecDotFn dot = vec_dot_fn(wt);
     if (!dot || r1 <= r0 || m <= 0) return;
-    if (wt != Type::F32 && wt != Type::Q8_0 && wt != Type::Q4_0) {
+    // One activation row: row by row (one stream through memory reads at full
+    // bandwidth; four interleaved rows do not). Several: four rows share each
+    // activation load.
+    if (m == 1 || (wt != Type::F32 && wt != Type::Q8_0 && wt != Type::Q4_0)) {
         matmul_rows_generic(dot, W, w_row_bytes, n, r0, r1, A, a_row_bytes, m, Y, ldy);
         return;
     }
@@ -3541,6 +3557,15 @@ inline float vec_dot_q8_0(int64_t n, const void* w, const void* a) {
     return s + avx2::hsum(acc);
 }
 
+// The nibbles of two Q4_0 blocks in element order (block b: low nibbles then
+// high nibbles, then block b + 1), unsigned: both 16-byte halves are broadcast
+// to two 128-bit lanes each, and lanes 1 and 3 take the bytes shifted right by 4.
+inline __m512i nibbles2_q4_0(const uint8_t* qs0, const uint8_t* qs1) {
+    const __m512i v = _mm512_mask_broadcast_i32x4(_mm512_maskz_broadcast_i32x4(__mmask16(0xFFFF), _mm_loadu_si128(reinterpret_cast<const __m128i*>(qs0))),
+                                                  __mmask16(0xFF00), _mm_loadu_si128(reinterpret_cast<const __m128i*>(qs1)));
+    return _mm512_and_si512(_mm512_mask_blend_epi64(__mmask8(0xCC), v, _mm512_srli_epi16(v, 4)), _mm512_set1_epi8(0x0F));
+}
+
 inline float vec_dot_q4_0(int64_t n, const void* w, const void* a) {
     const BlockQ4_0* x = static_cast<const BlockQ4_0*>(w);
     const BlockQ8_0* y = static_cast<const BlockQ8_0*>(a);
@@ -3552,8 +3577,8 @@ inline float vec_dot_q4_0(int64_t n, const void* w, const void* a) {
     for (; b + 4 <= nb; b += 4) {
         const __m512i a0 = join(load_q8(y[b].qs), load_q8(y[b + 1].qs));
         const __m512i a1 = join(load_q8(y[b + 2].qs), load_q8(y[b + 3].qs));
-        const __m512i q0 = join(nibbles_q4_0(x[b].qs), nibbles_q4_0(x[b + 1].qs));
-        const __m512i q1 = join(nibbles_q4_0(x[b + 2].qs), nibbles_q4_0(x[b + 3].qs));
+        const __m512i q0 = nibbles2_q4_0(x[b].qs, x[b + 1].qs);
+        const __m512i q1 = nibbles2_q4_0(x[b + 2].qs, x[b + 3].qs);
         const __m512i p0 = _mm512_sub_epi32(dot_u8s8(q0, a0), dot_u8s8(eight, a0));
         const __m512i p1 = _mm512_sub_epi32(dot_u8s8(q1, a1), dot_u8s8(eight, a1));
         const __m512 d0 = scales2(avx2::h2f(x[b].d) * avx2::h2f(y[b].d),
@@ -3718,6 +3743,7 @@ inline void dot4_q(int64_t n, const uint8_t* w, size_t ws, const BlockQ8_0* y, f
         // For Q4_0 weights, (q - 8) * a = q * a - 8 * a; 8 * a is shared by the four rows.
         __m512i a8 = _mm512_setzero_si512();
         if constexpr (Q4) a8 = dot_u8s8(eight, av);
+        MINIGPT_UNROLL(4)
         for (int k = 0; k < 4; ++k) {
             const uint8_t* row = w + k * ws;
             const __m512i xv = load2_w<Q4>(row, b);
@@ -3731,8 +3757,10 @@ inline void dot4_q(int64_t n, const uint8_t* w, size_t ws, const BlockQ8_0* y, f
             acc[k] = _mm512_fmadd_ps(d, _mm512_maskz_cvtepi32_ps(__mmask16(0xFFFF), p), acc[k]);
         }
     }
+    MINIGPT_UNROLL(4)
     for (int k = 0; k < 4; ++k) out[k] = hsum(acc[k]);
     if (b < nb) {  // one leftover block
+        MINIGPT_UNROLL(4)
         for (int k = 0; k < 4; ++k) {
             const uint8_t* row = w + k * ws;
             const float d = load_wd<Q4>(row, b) * avx2::h2f(y[b].d);
@@ -3748,7 +3776,10 @@ inline void matmul_rows(Type wt, const void* W, size_t w_row_bytes, int64_t n, i
                         const void* A, size_t a_row_bytes, int64_t m, float* Y, int64_t ldy) {
     VecDotFn dot = vec_dot_fn(wt);
     if (!dot || r1 <= r0 || m <= 0) return;
-    if (wt != Type::F32 && wt != Type::Q8_0 && wt != Type::Q4_0) {
+    // One activation row: row by row (one stream through memory reads at full
+    // bandwidth; four interleaved rows do not). Several: four rows share each
+    // activation load.
+    if (m == 1 || (wt != Type::F32 && wt != Type::Q8_0 && wt != Type::Q4_0)) {
         matmul_rows_generic(dot, W, w_row_bytes, n, r0, r1, A, a_row_bytes, m, Y, ldy);
         return;
     }
@@ -4139,15 +4170,6 @@ inline void unpack_block16(Type wt, const uint8_t* row, int64_t b, int8_t* q, fl
 }
 
 #if defined(MINIGPT_AVX512)
-// The register tiles need their loops over the 8 rows unrolled, or the
-// accumulators live in memory.
-#if defined(__clang__)
-#define MINIGPT_UNROLL8 _Pragma("unroll 8")
-#elif defined(__GNUC__)
-#define MINIGPT_UNROLL8 _Pragma("GCC unroll 8")
-#else
-#define MINIGPT_UNROLL8
-#endif
 #if defined(_MSC_VER)
 #define MINIGPT_GEMM_INLINE __forceinline
 #else
@@ -4305,64 +4327,64 @@ inline void gemm_kernel_i8(const uint8_t* T, const uint8_t* Pn, int64_t nb, __m5
     constexpr int G = B / 4;
     constexpr size_t tbb = static_cast<size_t>(kGemmRows) * B + 96, pbb = static_cast<size_t>(G) * 64 + 128;
     __m512 f[kGemmRows];  // local, so that the accumulators stay in registers
-    MINIGPT_UNROLL8
+    MINIGPT_UNROLL(8)
     for (int r = 0; r < kGemmRows; ++r) f[r] = _mm512_setzero_ps();
     for (int64_t b = 0; b < nb; ++b) {
         const uint8_t* tb = T + static_cast<size_t>(b) * tbb;
         const uint8_t* pb = Pn + static_cast<size_t>(b) * pbb;
         __m512i acc[kGemmRows];
-        MINIGPT_UNROLL8
+        MINIGPT_UNROLL(8)
         for (int r = 0; r < kGemmRows; ++r) acc[r] = _mm512_set1_epi32(load_i32(tb + kGemmRows * B + 4 * r));
-        MINIGPT_UNROLL8
+        MINIGPT_UNROLL(8)
         for (int g = 0; g < G; ++g) {
             const __m512i a = _mm512_load_si512(pb + 64 * g);
-            MINIGPT_UNROLL8
+            MINIGPT_UNROLL(8)
             for (int r = 0; r < kGemmRows; ++r)
                 acc[r] = _mm512_dpbusd_epi32(acc[r], a, _mm512_set1_epi32(load_i32(tb + B * r + 4 * g)));
         }
         const __m512 da = _mm512_load_ps(reinterpret_cast<const float*>(pb + 64 * G));
         const float* sc = reinterpret_cast<const float*>(tb + kGemmRows * B + 32);
-        MINIGPT_UNROLL8
+        MINIGPT_UNROLL(8)
         for (int r = 0; r < kGemmRows; ++r)
             f[r] = _mm512_fmadd_ps(_mm512_maskz_cvtepi32_ps(__mmask16(0xFFFF), acc[r]), _mm512_mul_ps(da, _mm512_set1_ps(sc[r])), f[r]);
         if constexpr (Min) {
             const __m512 sa = _mm512_load_ps(reinterpret_cast<const float*>(pb + 64 * G + 64));
             const float* mn = reinterpret_cast<const float*>(tb + kGemmRows * B + 64);
-            MINIGPT_UNROLL8
+            MINIGPT_UNROLL(8)
             for (int r = 0; r < kGemmRows; ++r) f[r] = _mm512_fmadd_ps(sa, _mm512_set1_ps(mn[r]), f[r]);
         }
     }
-    MINIGPT_UNROLL8
+    MINIGPT_UNROLL(8)
     for (int r = 0; r < kGemmRows; ++r) out[r] = f[r];
 }
 
 #if defined(__AVX512BF16__)
 inline void gemm_kernel_bf16(const uint8_t* const* rows, const uint8_t* Pn, int64_t n, __m512* out) {
     __m512 f[kGemmRows];
-    MINIGPT_UNROLL8
+    MINIGPT_UNROLL(8)
     for (int r = 0; r < kGemmRows; ++r) f[r] = _mm512_setzero_ps();
     for (int64_t k = 0; k < n / 2; ++k) {
         const __m512bh a = (__m512bh)_mm512_load_si512(Pn + 64 * k);
-        MINIGPT_UNROLL8
+        MINIGPT_UNROLL(8)
         for (int r = 0; r < kGemmRows; ++r)
             f[r] = _mm512_dpbf16_ps(f[r], a, (__m512bh)_mm512_set1_epi32(load_i32(rows[r] + 4 * k)));
     }
-    MINIGPT_UNROLL8
+    MINIGPT_UNROLL(8)
     for (int r = 0; r < kGemmRows; ++r) out[r] = f[r];
 }
 #endif
 
 inline void gemm_kernel_f32(const float* const* rows, const uint8_t* Pn, int64_t n, __m512* out) {
     __m512 f[kGemmRows];
-    MINIGPT_UNROLL8
+    MINIGPT_UNROLL(8)
     for (int r = 0; r < kGemmRows; ++r) f[r] = _mm512_setzero_ps();
     const float* a = reinterpret_cast<const float*>(Pn);
     for (int64_t k = 0; k < n; ++k) {
         const __m512 av = _mm512_load_ps(a + k * kGemmCols);
-        MINIGPT_UNROLL8
+        MINIGPT_UNROLL(8)
         for (int r = 0; r < kGemmRows; ++r) f[r] = _mm512_fmadd_ps(av, _mm512_set1_ps(rows[r][k]), f[r]);
     }
-    MINIGPT_UNROLL8
+    MINIGPT_UNROLL(8)
     for (int r = 0; r < kGemmRows; ++r) out[r] = f[r];
 }
 

@@ -32,7 +32,7 @@
 #  if defined(__AVX2__) && defined(__FMA__) && defined(__F16C__)
 #    define MINIGPT_AVX2 1
 #  endif
-#  if defined(__ARM_NEON) || defined(__ARM_NEON__)
+#  if (defined(__ARM_NEON) || defined(__ARM_NEON__)) && defined(__aarch64__) && !defined(MINIGPT_NO_NEON)
 #    define MINIGPT_NEON 1
 #  endif
 #endif
@@ -50,6 +50,18 @@
 #if !defined(MINIGPT_ASSERT)
 #  include <cassert>
 #  define MINIGPT_ASSERT(x) assert(x)
+#endif
+
+// Unrolling hint for the SIMD kernels' register tiles: an array of accumulators
+// indexed by a loop variable stays in registers only when the loop is unrolled.
+#if defined(__clang__)
+#  define MINIGPT_PRAGMA(x) _Pragma(#x)
+#  define MINIGPT_UNROLL(n) MINIGPT_PRAGMA(unroll n)
+#elif defined(__GNUC__)
+#  define MINIGPT_PRAGMA(x) _Pragma(#x)
+#  define MINIGPT_UNROLL(n) MINIGPT_PRAGMA(GCC unroll n)
+#else
+#  define MINIGPT_UNROLL(n)
 #endif
 
 #if defined(_WIN32)

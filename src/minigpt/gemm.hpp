@@ -309,15 +309,6 @@ inline void unpack_block16(Type wt, const uint8_t* row, int64_t b, int8_t* q, fl
 }
 
 #if defined(MINIGPT_AVX512)
-// The register tiles need their loops over the 8 rows unrolled, or the
-// accumulators live in memory.
-#if defined(__clang__)
-#define MINIGPT_UNROLL8 _Pragma("unroll 8")
-#elif defined(__GNUC__)
-#define MINIGPT_UNROLL8 _Pragma("GCC unroll 8")
-#else
-#define MINIGPT_UNROLL8
-#endif
 #if defined(_MSC_VER)
 #define MINIGPT_GEMM_INLINE __forceinline
 #else
@@ -475,64 +466,64 @@ inline void gemm_kernel_i8(const uint8_t* T, const uint8_t* Pn, int64_t nb, __m5
     constexpr int G = B / 4;
     constexpr size_t tbb = static_cast<size_t>(kGemmRows) * B + 96, pbb = static_cast<size_t>(G) * 64 + 128;
     __m512 f[kGemmRows];  // local, so that the accumulators stay in registers
-    MINIGPT_UNROLL8
+    MINIGPT_UNROLL(8)
     for (int r = 0; r < kGemmRows; ++r) f[r] = _mm512_setzero_ps();
     for (int64_t b = 0; b < nb; ++b) {
         const uint8_t* tb = T + static_cast<size_t>(b) * tbb;
         const uint8_t* pb = Pn + static_cast<size_t>(b) * pbb;
         __m512i acc[kGemmRows];
-        MINIGPT_UNROLL8
+        MINIGPT_UNROLL(8)
         for (int r = 0; r < kGemmRows; ++r) acc[r] = _mm512_set1_epi32(load_i32(tb + kGemmRows * B + 4 * r));
-        MINIGPT_UNROLL8
+        MINIGPT_UNROLL(8)
         for (int g = 0; g < G; ++g) {
             const __m512i a = _mm512_load_si512(pb + 64 * g);
-            MINIGPT_UNROLL8
+            MINIGPT_UNROLL(8)
             for (int r = 0; r < kGemmRows; ++r)
                 acc[r] = _mm512_dpbusd_epi32(acc[r], a, _mm512_set1_epi32(load_i32(tb + B * r + 4 * g)));
         }
         const __m512 da = _mm512_load_ps(reinterpret_cast<const float*>(pb + 64 * G));
         const float* sc = reinterpret_cast<const float*>(tb + kGemmRows * B + 32);
-        MINIGPT_UNROLL8
+        MINIGPT_UNROLL(8)
         for (int r = 0; r < kGemmRows; ++r)
             f[r] = _mm512_fmadd_ps(_mm512_maskz_cvtepi32_ps(__mmask16(0xFFFF), acc[r]), _mm512_mul_ps(da, _mm512_set1_ps(sc[r])), f[r]);
         if constexpr (Min) {
             const __m512 sa = _mm512_load_ps(reinterpret_cast<const float*>(pb + 64 * G + 64));
             const float* mn = reinterpret_cast<const float*>(tb + kGemmRows * B + 64);
-            MINIGPT_UNROLL8
+            MINIGPT_UNROLL(8)
             for (int r = 0; r < kGemmRows; ++r) f[r] = _mm512_fmadd_ps(sa, _mm512_set1_ps(mn[r]), f[r]);
         }
     }
-    MINIGPT_UNROLL8
+    MINIGPT_UNROLL(8)
     for (int r = 0; r < kGemmRows; ++r) out[r] = f[r];
 }
 
 #if defined(__AVX512BF16__)
 inline void gemm_kernel_bf16(const uint8_t* const* rows, const uint8_t* Pn, int64_t n, __m512* out) {
     __m512 f[kGemmRows];
-    MINIGPT_UNROLL8
+    MINIGPT_UNROLL(8)
     for (int r = 0; r < kGemmRows; ++r) f[r] = _mm512_setzero_ps();
     for (int64_t k = 0; k < n / 2; ++k) {
         const __m512bh a = (__m512bh)_mm512_load_si512(Pn + 64 * k);
-        MINIGPT_UNROLL8
+        MINIGPT_UNROLL(8)
         for (int r = 0; r < kGemmRows; ++r)
             f[r] = _mm512_dpbf16_ps(f[r], a, (__m512bh)_mm512_set1_epi32(load_i32(rows[r] + 4 * k)));
     }
-    MINIGPT_UNROLL8
+    MINIGPT_UNROLL(8)
     for (int r = 0; r < kGemmRows; ++r) out[r] = f[r];
 }
 #endif
 
 inline void gemm_kernel_f32(const float* const* rows, const uint8_t* Pn, int64_t n, __m512* out) {
     __m512 f[kGemmRows];
-    MINIGPT_UNROLL8
+    MINIGPT_UNROLL(8)
     for (int r = 0; r < kGemmRows; ++r) f[r] = _mm512_setzero_ps();
     const float* a = reinterpret_cast<const float*>(Pn);
     for (int64_t k = 0; k < n; ++k) {
         const __m512 av = _mm512_load_ps(a + k * kGemmCols);
-        MINIGPT_UNROLL8
+        MINIGPT_UNROLL(8)
         for (int r = 0; r < kGemmRows; ++r) f[r] = _mm512_fmadd_ps(av, _mm512_set1_ps(rows[r][k]), f[r]);
     }
-    MINIGPT_UNROLL8
+    MINIGPT_UNROLL(8)
     for (int r = 0; r < kGemmRows; ++r) out[r] = f[r];
 }
 

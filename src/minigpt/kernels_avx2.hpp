@@ -437,6 +437,7 @@ inline void dot4_q(int64_t n, const uint8_t* w, size_t ws, const BlockQ8_0* y, f
         const __m256i av = load_q8(y[b].qs);
         const float da = h2f(y[b].d);
         __m256 acc[4] = {s0, s1, s2, s3};
+        MINIGPT_UNROLL(4)
         for (int k = 0; k < 4; ++k) {
             const uint8_t* row = w + k * ws;
             __m256i xv;
@@ -463,7 +464,10 @@ inline void matmul_rows(Type wt, const void* W, size_t w_row_bytes, int64_t n, i
                         const void* A, size_t a_row_bytes, int64_t m, float* Y, int64_t ldy) {
     VecDotFn dot = vec_dot_fn(wt);
     if (!dot || r1 <= r0 || m <= 0) return;
-    if (wt != Type::F32 && wt != Type::Q8_0 && wt != Type::Q4_0) {
+    // One activation row: row by row (one stream through memory reads at full
+    // bandwidth; four interleaved rows do not). Several: four rows share each
+    // activation load.
+    if (m == 1 || (wt != Type::F32 && wt != Type::Q8_0 && wt != Type::Q4_0)) {
         matmul_rows_generic(dot, W, w_row_bytes, n, r0, r1, A, a_row_bytes, m, Y, ldy);
         return;
     }

@@ -170,6 +170,15 @@ inline float vec_dot_q8_0(int64_t n, const void* w, const void* a) {
     return s + avx2::hsum(acc);
 }
 
+// The nibbles of two Q4_0 blocks in element order (block b: low nibbles then
+// high nibbles, then block b + 1), unsigned: both 16-byte halves are broadcast
+// to two 128-bit lanes each, and lanes 1 and 3 take the bytes shifted right by 4.
+inline __m512i nibbles2_q4_0(const uint8_t* qs0, const uint8_t* qs1) {
+    const __m512i v = _mm512_mask_broadcast_i32x4(_mm512_maskz_broadcast_i32x4(__mmask16(0xFFFF), _mm_loadu_si128(reinterpret_cast<const __m128i*>(qs0))),
+                                                  __mmask16(0xFF00), _mm_loadu_si128(reinterpret_cast<const __m128i*>(qs1)));
+    return _mm512_and_si512(_mm512_mask_blend_epi64(__mmask8(0xCC), v, _mm512_srli_epi16(v, 4)), _mm512_set1_epi8(0x0F));
+}
+
 inline float vec_dot_q4_0(int64_t n, const void* w, const void* a) {
     const BlockQ4_0* x = static_cast<const BlockQ4_0*>(w);
     const BlockQ8_0* y = static_cast<const BlockQ8_0*>(a);
@@ -181,8 +190,8 @@ inline float vec_dot_q4_0(int64_t n, const void* w, const void* a) {
     for (; b + 4 <= nb; b += 4) {
         const __m512i a0 = join(load_q8(y[b].qs), load_q8(y[b + 1].qs));
         const __m512i a1 = join(load_q8(y[b + 2].qs), load_q8(y[b + 3].qs));
-        const __m512i q0 = join(nibbles_q4_0(x[b].qs), nibbles_q4_0(x[b + 1].qs));
-        const __m512i q1 = join(nibbles_q4_0(x[b + 2].qs), nibbles_q4_0(x[b + 3].qs));
+        const __m512i q0 = nibbles2_q4_0(x[b].qs, x[b + 1].qs);
+        const __m512i q1 = nibbles2_q4_0(x[b + 2].qs, x[b + 3].qs);
         const __m512i p0 = _mm512_sub_epi32(dot_u8s8(q0, a0), dot_u8s8(eight, a0));
         const __m512i p1 = _mm512_sub_epi32(dot_u8s8(q1, a1), dot_u8s8(eight, a1));
         const __m512 d0 = scales2(avx2::h2f(x[b].d) * avx2::h2f(y[b].d),
@@ -347,6 +356,7 @@ inline void dot4_q(int64_t n, const uint8_t* w, size_t ws, const BlockQ8_0* y, f
         // For Q4_0 weights, (q - 8) * a = q * a - 8 * a; 8 * a is shared by the four rows.
         __m512i a8 = _mm512_setzero_si512();
         if constexpr (Q4) a8 = dot_u8s8(eight, av);
+        MINIGPT_UNROLL(4)
         for (int k = 0; k < 4; ++k) {
             const uint8_t* row = w + k * ws;
             const __m512i xv = load2_w<Q4>(row, b);
@@ -360,8 +370,10 @@ inline void dot4_q(int64_t n, const uint8_t* w, size_t ws, const BlockQ8_0* y, f
             acc[k] = _mm512_fmadd_ps(d, _mm512_maskz_cvtepi32_ps(__mmask16(0xFFFF), p), acc[k]);
         }
     }
+    MINIGPT_UNROLL(4)
     for (int k = 0; k < 4; ++k) out[k] = hsum(acc[k]);
     if (b < nb) {  // one leftover block
+        MINIGPT_UNROLL(4)
         for (int k = 0; k < 4; ++k) {
             const uint8_t* row = w + k * ws;
             const float d = load_wd<Q4>(row, b) * avx2::h2f(y[b].d);
@@ -377,7 +389,10 @@ inline void matmul_rows(Type wt, const void* W, size_t w_row_bytes, int64_t n, i
                         const void* A, size_t a_row_bytes, int64_t m, float* Y, int64_t ldy) {
     VecDotFn dot = vec_dot_fn(wt);
     if (!dot || r1 <= r0 || m <= 0) return;
-    if (wt != Type::F32 && wt != Type::Q8_0 && wt != Type::Q4_0) {
+    // One activation row: row by row (one stream through memory reads at full
+    // bandwidth; four interleaved rows do not). Several: four rows share each
+    // activation load.
+    if (m == 1 || (wt != Type::F32 && wt != Type::Q8_0 && wt != Type::Q4_0)) {
         matmul_rows_generic(dot, W, w_row_bytes, n, r0, r1, A, a_row_bytes, m, Y, ldy);
         return;
     }
