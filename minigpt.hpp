@@ -1328,7 +1328,15 @@ inline int64_t GgufFile::array_int(const GgufKV& kv, uint64_t i) {
     switch (kv.elem) {
         case GgufType::u64: return static_cast<int64_t>(read_le<uint64_t>(p));
         case GgufType::i64: return read_le<int64_t>(p);
-        default: return static_cast<int64_t>(array_number(kv, i));
+        default: {
+            // Float elements: NaN gives 0 and out-of-range values saturate
+            // (casting them directly would be undefined behaviour).
+            double d = array_number(kv, i);
+            if (!(d == d)) return 0;
+            if (d >= 9223372036854775807.0) return std::numeric_limits<int64_t>::max();
+            if (d <= -9223372036854775808.0) return std::numeric_limits<int64_t>::min();
+            return static_cast<int64_t>(d);
+        }
     }
 }
 

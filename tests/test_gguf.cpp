@@ -1133,3 +1133,25 @@ TEST_CASE("model: valid GGUF files that are not valid models") {
         expect_bad_model(w.bytes(), {"output_norm.weight", "F16"}, "norm of an unsupported type");
     }
 }
+
+TEST_CASE("array_int of float elements: NaN gives 0, out-of-range values saturate (no undefined cast)") {
+    GgufWriter w;
+    w.set_array("a.f32", std::vector<float>{std::nanf(""), 1e30f, -1e30f, 2.9f, -2.9f});
+    w.set_array("a.f64", std::vector<double>{9.3e18, -9.3e18, 1e300});
+    Bytes b = w.bytes();
+    auto p = parse_bytes(b);
+    REQUIRE_MESSAGE(p->st.ok(), p->st.to_string());
+    const GgufKV* f32 = p->file.find("a.f32");
+    const GgufKV* f64 = p->file.find("a.f64");
+    REQUIRE(f32 != nullptr);
+    REQUIRE(f64 != nullptr);
+    const int64_t hi = std::numeric_limits<int64_t>::max(), lo = std::numeric_limits<int64_t>::min();
+    CHECK(GgufFile::array_int(*f32, 0) == 0);
+    CHECK(GgufFile::array_int(*f32, 1) == hi);
+    CHECK(GgufFile::array_int(*f32, 2) == lo);
+    CHECK(GgufFile::array_int(*f32, 3) == 2);
+    CHECK(GgufFile::array_int(*f32, 4) == -2);
+    CHECK(GgufFile::array_int(*f64, 0) == hi);
+    CHECK(GgufFile::array_int(*f64, 1) == lo);
+    CHECK(GgufFile::array_int(*f64, 2) == hi);
+}
