@@ -1035,3 +1035,65 @@ TEST_CASE("BPE merges: lowest rank first, then the leftmost pair") {
     CHECK(tok(v, "aaaa", false, false) == std::vector<int32_t>{260, 'a'});
     CHECK(tok(v, "aaaaa", false, false) == std::vector<int32_t>{260, 259});
 }
+
+// The SentencePiece tokenizer cuts the text before "▁" where the vocabulary
+// shows that no merge can cross; the cut must never change the ids. Random small
+// vocabularies with many tokens holding "▁" inside (which block cuts), runs of
+// "▁", ties in the scores; every text is tokenized with and without cutting.
+TEST_CASE("SPM: cutting the text at safe points gives the same ids as one piece") {
+    const std::string S = "\xE2\x96\x81";
+    std::mt19937 rng(123);
+    const char* alpha[] = {"a", "b", "c", " ", "  ", "\xE2\x96\x81", "\n", "\xC3\xA9"};
+    long mismatches = 0, total = 0, split_vocabs = 0;
+    for (int vi = 0; vi < 200; ++vi) {
+        minigpt::detail::Vocab v;
+        v.model = "llama";
+        v.text = {"<unk>", "<s>", "</s>"};
+        v.type = {2, 3, 3};
+        for (int b = 0; b < 256; ++b) {
+            char name[8];
+            std::snprintf(name, sizeof name, "<0x%02X>", b);
+            v.text.push_back(name);
+            v.type.push_back(6);
+        }
+        for (const char* t : {"a", "b", "c", "\xE2\x96\x81", "\n", "\xC3\xA9"}) {
+            v.text.push_back(t);
+            v.type.push_back(1);
+        }
+        const int ntok = 10 + static_cast<int>(rng() % 60);
+        for (int k = 0; k < ntok; ++k) {
+            std::string t;
+            const int len = 2 + static_cast<int>(rng() % 5);
+            for (int i = 0; i < len; ++i) {
+                const int c = static_cast<int>(rng() % 7);
+                t += c == 3 ? S : std::string(alpha[c == 4 ? 5 : c]);
+            }
+            v.text.push_back(t);
+            v.type.push_back(1);
+        }
+        v.score.resize(v.text.size());
+        for (auto& s : v.score) s = -static_cast<float>(rng() % 50);  // many ties
+        v.add_space_prefix = rng() % 2;
+        const minigpt::Status st = minigpt::detail::init_vocab(v);
+        REQUIRE_MESSAGE(st.ok(), st.to_string());
+        if (v.spm_split) ++split_vocabs;
+        minigpt::detail::Vocab whole = v;
+        whole.spm_split = false;
+        for (int ti = 0; ti < 200; ++ti) {
+            std::string text;
+            const int len = static_cast<int>(rng() % 60);
+            for (int i = 0; i < len; ++i) text += alpha[rng() % 8];
+            std::vector<int32_t> a, b;
+            REQUIRE(minigpt::detail::tokenize(v, text, true, false, a).ok());
+            REQUIRE(minigpt::detail::tokenize(whole, text, true, false, b).ok());
+            ++total;
+            if (a != b) {
+                ++mismatches;
+                if (mismatches < 5) MESSAGE("vocabulary " << vi << ", text [" << text << "]");
+            }
+        }
+    }
+    CHECK(mismatches == 0);
+    CHECK(total == 40000);
+    CHECK(split_vocabs > 100);  // most vocabularies do cut (fewer than 64 blocking tokens)
+}

@@ -53,6 +53,11 @@ struct Vocab {
     std::vector<uint64_t> merge_keys;  // open-addressing table (left id << 32 | right id) -> merge
     std::vector<int32_t> merge_rank;   // priority of the merge (index in `merges`)
     std::vector<int32_t> merge_result; // id of the merged token
+    // SentencePiece only: where a text may be cut into pieces that are merged
+    // independently (see spm_init_split).
+    bool spm_split = false;            // a text may be cut before a U+2581
+    bool spm_space_runs = false;       // some token holds U+2581 U+2581: never cut between two U+2581
+    std::vector<int32_t> spm_cross;    // other tokens holding U+2581 after their first byte
     bool ready = false;                // init_vocab succeeded
 
     Vocab() {
@@ -634,6 +639,30 @@ inline Status bpe_init(Vocab& v) {
 
 // Validates the fields of `v` (text, score, type, special ids, model) and builds
 // its indexes. load_vocab calls it; tests may fill a Vocab by hand and call it.
+// SentencePiece merges only join neighbours whose joined text is a token, so a
+// text can be cut at a point that no token can span, and the pieces merged
+// independently give the same tokens as the whole. A token spanning the point
+// just before a U+2581 holds that U+2581 after its first byte; such tokens are
+// found here. Runs of U+2581 (tokens for indentation) are handled by never
+// cutting between two U+2581; any other such token blocks the cut points
+// inside each of its occurrences. With too many of them the text is not cut.
+inline void spm_init_split(Vocab& v) {
+    static const char kSpace[] = "\xE2\x96\x81";
+    v.spm_split = false;
+    v.spm_space_runs = false;
+    v.spm_cross.clear();
+    for (size_t id = 0; id < v.text.size(); ++id) {
+        std::string_view t = v.text[id];
+        if (t.size() < 4 || t.find(kSpace, 1) == std::string_view::npos) continue;
+        bool run = t.size() % 3 == 0;
+        for (size_t k = 0; run && k < t.size(); k += 3) run = t.compare(k, 3, kSpace) == 0;
+        if (run) v.spm_space_runs = true;
+        else v.spm_cross.push_back(static_cast<int32_t>(id));
+    }
+    v.spm_split = v.spm_cross.size() <= 64;
+    if (!v.spm_split) v.spm_cross.clear();
+}
+
 inline Status init_vocab(Vocab& v) {
     v.ready = false;
     v.is_bpe = false;
@@ -740,6 +769,8 @@ inline Status init_vocab(Vocab& v) {
     if (v.model == "gpt2") {
         Status st = bpe_init(v);
         if (!st.ok()) return st;
+    } else {
+        spm_init_split(v);
     }
     v.ready = true;
     return Status();
@@ -884,12 +915,14 @@ inline size_t utf8_char_at(std::string_view s, size_t i) {
 
 struct SpmSymbol {
     int32_t prev, next;
-    uint32_t off, n;  // bytes [off, off+n) of the text; n = 0 once merged away
+    uint32_t off, n;  // bytes [off, off+n) of the piece; n = 0 once merged away
+    int32_t id;       // token of a merged symbol; -1 for a single character (looked up at the end)
 };
 struct SpmBigram {
     float score;
     int32_t left, right;
     uint32_t size;
+    int32_t id;
 };
 // Highest score first; on equal scores the leftmost pair first.
 struct SpmBigramOrder {
@@ -898,22 +931,85 @@ struct SpmBigramOrder {
     }
 };
 
-// Tokenizes one piece of text whose spaces are already written as U+2581.
-inline Status spm_tokenize_piece(const Vocab& v, std::string_view text, std::vector<int32_t>& out) {
-    if (text.empty()) return Status();
+// The tokens of the short SentencePiece pieces seen so far in one tokenize
+// call (words repeat a lot in real text, and a piece's tokens depend on its
+// bytes only).
+struct PieceCache {
+    struct Entry {
+        uint64_t hash;
+        uint32_t key_off, key_len, ids_off, ids_len;
+    };
+    static constexpr size_t kMaxKey = 64;             // longer pieces are not cached
+    static constexpr size_t kMaxEntries = size_t(1) << 16;
+    std::vector<uint32_t> slots;  // open addressing: entry index + 1, 0 = empty
+    std::vector<Entry> entries;
+    std::string keys;
+    std::vector<int32_t> ids;
+
+    // Appends the cached tokens of `key` (hash h) to out; false if not cached.
+    bool get(std::string_view key, uint64_t h, std::vector<int32_t>& out) const {
+        if (slots.empty()) return false;
+        size_t mask = slots.size() - 1;
+        for (size_t i = static_cast<size_t>(h) & mask;; i = (i + 1) & mask) {
+            uint32_t e = slots[i];
+            if (e == 0) return false;
+            const Entry& c = entries[e - 1];
+            if (c.hash == h && c.key_len == key.size() &&
+                std::memcmp(keys.data() + c.key_off, key.data(), key.size()) == 0) {
+                out.insert(out.end(), ids.begin() + c.ids_off, ids.begin() + c.ids_off + c.ids_len);
+                return true;
+            }
+        }
+    }
+    void put(std::string_view key, uint64_t h, const int32_t* tok, size_t n_tok) {
+        if (entries.size() >= kMaxEntries) return;
+        if (2 * (entries.size() + 1) > slots.size()) {
+            size_t cap = slots.empty() ? 1024 : slots.size() * 2;
+            slots.assign(cap, 0);
+            for (size_t k = 0; k < entries.size(); ++k) place(entries[k].hash, static_cast<uint32_t>(k + 1));
+        }
+        entries.push_back({h, static_cast<uint32_t>(keys.size()), static_cast<uint32_t>(key.size()),
+                           static_cast<uint32_t>(ids.size()), static_cast<uint32_t>(n_tok)});
+        keys.append(key.data(), key.size());
+        ids.insert(ids.end(), tok, tok + n_tok);
+        place(h, static_cast<uint32_t>(entries.size()));
+    }
+
+private:
+    void place(uint64_t h, uint32_t entry) {
+        size_t mask = slots.size() - 1;
+        size_t i = static_cast<size_t>(h) & mask;
+        while (slots[i] != 0) i = (i + 1) & mask;
+        slots[i] = entry;
+    }
+};
+
+// Buffers reused across the pieces of one text.
+struct SpmScratch {
     std::vector<SpmSymbol> sym;
-    sym.reserve(text.size());
+    std::vector<SpmBigram> heap;
+    std::vector<uint8_t> blocked;  // 1 where a cut is forbidden (occurrences of Vocab::spm_cross tokens)
+    PieceCache cache;
+};
+
+// Tokenizes one piece of text whose spaces are already written as U+2581:
+// SentencePiece's BPE, which repeatedly joins the neighbouring pair whose
+// joined text is the token with the highest score (the leftmost on ties).
+inline Status spm_tokenize_piece(const Vocab& v, std::string_view text, SpmScratch& s, std::vector<int32_t>& out) {
+    if (text.empty()) return Status();
+    std::vector<SpmSymbol>& sym = s.sym;
+    sym.clear();
     for (size_t off = 0; off < text.size();) {
         size_t len = utf8_char_at(text, off);
         int32_t idx = static_cast<int32_t>(sym.size());
         sym.push_back({idx - 1, off + len == text.size() ? -1 : idx + 1, static_cast<uint32_t>(off),
-                       static_cast<uint32_t>(len)});
+                       static_cast<uint32_t>(len), -1});
         off += len;
     }
 
-    std::vector<SpmBigram> storage;
-    storage.reserve(sym.size() * 2);
-    std::priority_queue<SpmBigram, std::vector<SpmBigram>, SpmBigramOrder> queue(SpmBigramOrder(), std::move(storage));
+    std::vector<SpmBigram>& heap = s.heap;
+    heap.clear();
+    SpmBigramOrder order;
     auto try_pair = [&](int32_t left, int32_t right) {
         if (left < 0 || right < 0) return;
         const SpmSymbol& l = sym[static_cast<size_t>(left)];
@@ -921,18 +1017,22 @@ inline Status spm_tokenize_piece(const Vocab& v, std::string_view text, std::vec
         std::string_view piece = text.substr(l.off, l.n + r.n);
         int32_t id = v.find(piece);
         if (id < 0) return;
-        queue.push({v.score[static_cast<size_t>(id)], left, right, static_cast<uint32_t>(piece.size())});
+        heap.push_back({v.score[static_cast<size_t>(id)], left, right, static_cast<uint32_t>(piece.size()), id});
+        std::push_heap(heap.begin(), heap.end(), order);
     };
     for (size_t i = 1; i < sym.size(); ++i) try_pair(static_cast<int32_t>(i - 1), static_cast<int32_t>(i));
 
-    while (!queue.empty()) {
-        SpmBigram b = queue.top();
-        queue.pop();
+    while (!heap.empty()) {
+        std::pop_heap(heap.begin(), heap.end(), order);
+        SpmBigram b = heap.back();
+        heap.pop_back();
         SpmSymbol& l = sym[static_cast<size_t>(b.left)];
         SpmSymbol& r = sym[static_cast<size_t>(b.right)];
-        // Stale: one side was merged into something else since the pair was queued.
+        // Stale: one side was merged into something else since the pair was
+        // queued (sizes only grow, so equal sizes mean unchanged symbols).
         if (l.n == 0 || r.n == 0 || l.n + r.n != b.size) continue;
         l.n += r.n;
+        l.id = b.id;
         r.n = 0;
         l.next = r.next;
         if (r.next >= 0) sym[static_cast<size_t>(r.next)].prev = b.left;
@@ -941,9 +1041,9 @@ inline Status spm_tokenize_piece(const Vocab& v, std::string_view text, std::vec
     }
 
     for (int32_t i = 0; i >= 0; i = sym[static_cast<size_t>(i)].next) {
-        const SpmSymbol& s = sym[static_cast<size_t>(i)];
-        std::string_view piece = text.substr(s.off, s.n);
-        int32_t id = v.find(piece);
+        const SpmSymbol& x = sym[static_cast<size_t>(i)];
+        std::string_view piece = text.substr(x.off, x.n);
+        int32_t id = x.id >= 0 ? x.id : v.find(piece);
         if (id >= 0) {
             out.push_back(id);
             continue;
@@ -963,6 +1063,46 @@ inline Status spm_tokenize_piece(const Vocab& v, std::string_view text, std::vec
         }
     }
     return Status();
+}
+
+// A piece through the cache.
+inline Status spm_tokenize_cached(const Vocab& v, std::string_view piece, SpmScratch& s, std::vector<int32_t>& out) {
+    if (piece.size() > PieceCache::kMaxKey) return spm_tokenize_piece(v, piece, s, out);
+    uint64_t h = vocab_hash(piece);
+    if (s.cache.get(piece, h, out)) return Status();
+    size_t before = out.size();
+    Status st = spm_tokenize_piece(v, piece, s, out);
+    if (st.ok()) s.cache.put(piece, h, out.data() + before, out.size() - before);
+    return st;
+}
+
+// Tokenizes a text whose spaces are already written as U+2581: cut before each
+// U+2581 that no token can span (see spm_init_split), each piece merged alone.
+// A cut there is also a character boundary: utf8_char_at never lets a
+// character run into the 0xE2 that starts U+2581, which is not a continuation byte.
+inline Status spm_tokenize_text(const Vocab& v, std::string_view text, SpmScratch& s, std::vector<int32_t>& out) {
+    if (!v.spm_split) return spm_tokenize_piece(v, text, s, out);
+    static const char kSpace[] = "\xE2\x96\x81";
+    s.blocked.clear();
+    if (!v.spm_cross.empty()) {
+        s.blocked.assign(text.size(), 0);
+        for (int32_t id : v.spm_cross) {
+            std::string_view t = v.text[static_cast<size_t>(id)];
+            for (size_t pos = text.find(t); pos != std::string_view::npos; pos = text.find(t, pos + 1))
+                for (size_t k = t.find(kSpace, 1); k != std::string_view::npos; k = t.find(kSpace, k + 1))
+                    s.blocked[pos + k] = 1;
+        }
+    }
+    size_t start = 0;
+    for (size_t p = text.find(kSpace, 1); p != std::string_view::npos; p = text.find(kSpace, p + 3)) {
+        if (v.spm_space_runs && p >= 3 && text.compare(p - 3, 3, kSpace) == 0) continue;
+        if (!s.blocked.empty() && s.blocked[p]) continue;
+        if (p == start) continue;
+        Status st = spm_tokenize_cached(v, text.substr(start, p - start), s, out);
+        if (!st.ok()) return st;
+        start = p;
+    }
+    return spm_tokenize_cached(v, text.substr(start), s, out);
 }
 
 inline bool is_space_byte(char c) {
@@ -1149,6 +1289,7 @@ inline Status tokenize(const Vocab& v, std::string_view text, bool add_special, 
         std::string piece;
         bool prev_special = true;
         BpeScratch bpe;
+        SpmScratch spm;
         for (const TextFragment& fr : frags) {
             if (fr.id >= 0) {
                 out.push_back(fr.id);
@@ -1169,8 +1310,11 @@ inline Status tokenize(const Vocab& v, std::string_view text, bool add_special, 
                 if (c == ' ') piece += kSpace;
                 else piece += c;
             }
-            Status st = spm_tokenize_piece(v, piece, out);
-            if (!st.ok()) return st;
+            Status st = spm_tokenize_text(v, piece, spm, out);
+            if (!st.ok()) {
+                out.clear();
+                return st;
+            }
             prev_special = false;
         }
     }
