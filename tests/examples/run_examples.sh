@@ -1,7 +1,7 @@
 #!/bin/sh
 # Runs the example programs the way users do and checks what they print.
 #   run_examples.sh BIN_DIR MODEL_PATH EXAMPLE
-# EXAMPLE: chat | npc | perplexity | quantize
+# EXAMPLE: chat | npc | perplexity | quantize | bench
 set -eu
 bin="$1"
 model="$2"
@@ -32,6 +32,21 @@ quantize)
     rm -f "$tmp"
     echo "$out"
     echo "$out" | grep -q 'Once upon a time'
+    ;;
+bench)
+    # A random-weight model of a real shape, then both tests on it (md and jsonl).
+    tmp="${TMPDIR:-/tmp}/minigpt-bench-test.$$.gguf"
+    "$bin/minigpt-bench" --make-model stories15M --type Q8_0 -o "$tmp"
+    out=$("$bin/minigpt-bench" -m "$tmp" -p 16 -n 4 -r 1 -t 2 2>&1)
+    js=$("$bin/minigpt-bench" -m "$tmp" -p 16 -n 4 -r 1 -t 2 -o jsonl --no-bandwidth 2>/dev/null)
+    rm -f "$tmp"
+    echo "$out"
+    echo "$js"
+    echo "$out" | grep -Eq '\| pp16 \| [0-9.]+ ± [0-9.]+ \|'
+    echo "$out" | grep -Eq '\| tg4 \| [0-9.]+ ± [0-9.]+ \|'
+    echo "$out" | grep -q 'memory read bandwidth'
+    echo "$js" | grep -q '"n_prompt": 16, "n_gen": 0'
+    echo "$js" | grep -q '"avg_ts"'
     ;;
 *)
     echo "unknown example $3" >&2
