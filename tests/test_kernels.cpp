@@ -54,6 +54,9 @@ std::vector<KernelSet> kernel_sets() {
     v.push_back({"avx512", avx512::vec_dot_fn, avx512::dot_f32, avx512::axpy_f32, avx512::scale_f32,
                  avx512::matmul_rows});
 #endif
+#if defined(MINIGPT_NEON)
+    v.push_back({"neon", neon::vec_dot_fn, neon::dot_f32, neon::axpy_f32, neon::scale_f32, neon::matmul_rows});
+#endif
     v.push_back({"dispatch", vec_dot_fn, dot_f32, axpy_f32, scale_f32, matmul_rows});
     return v;
 }
@@ -443,7 +446,7 @@ TEST_CASE("SIMD vec_dot matches scalar for every type and length") {
                     const float got = f(n, w.data(), a.data());
                     const double tol = 2e-5 * abs_dot(t, w.data(), a.data(), n) + 1e-30;
                     if (!(std::fabs(double(got) - ref) <= tol)) {
-                        FAIL_CHECK(ks.name << " " << type_name(t) << " n=" << n << " rep " << rep << ": " << got
+                        FAIL_CHECK(std::string(ks.name) << " " << std::string(type_name(t)) << " n=" << n << " rep " << rep << ": " << got
                                            << " vs scalar " << ref << " (tol " << tol << ")");
                     }
                 }
@@ -530,7 +533,7 @@ TEST_CASE("matmul_rows matches a naive loop for odd m and row ranges") {
                                 if (!(std::fabs(double(got) - ref) <= tol)) ++bad;
                             }
                         }
-                        CHECK_MESSAGE(bad == 0, ks.name << " " << type_name(t) << " n=" << n << " m=" << m << " rows ["
+                        CHECK_MESSAGE(bad == 0, std::string(ks.name) << " " << std::string(type_name(t)) << " n=" << n << " m=" << m << " rows ["
                                                         << rg[0] << "," << rg[1] << ")");
                     }
                 }
@@ -547,6 +550,9 @@ TEST_CASE("dispatch names the compiled instruction set") {
 #elif defined(MINIGPT_AVX2)
     CHECK(name == "AVX2");
     CHECK((vec_dot_fn(Type::Q8_0) == avx2::vec_dot_fn(Type::Q8_0)));
+#elif defined(MINIGPT_NEON)
+    CHECK(name == "NEON");
+    CHECK((vec_dot_fn(Type::Q8_0) == neon::vec_dot_fn(Type::Q8_0)));
 #else
     CHECK(name == "scalar");
     CHECK((vec_dot_fn(Type::Q8_0) == scalar::vec_dot_fn(Type::Q8_0)));
@@ -712,7 +718,7 @@ TEST_CASE("new types: sizes, support and activation formats") {
     CHECK(sizeof(BlockQ8_K) == type_info(Type::Q8_K).block_bytes);
     for (Type t : kNewTypes) {
         CHECK(type_supported(t));
-        for (const KernelSet& ks : kernel_sets()) CHECK_MESSAGE((ks.vec_dot_fn(t) != nullptr), ks.name << " " << type_name(t));
+        for (const KernelSet& ks : kernel_sets()) CHECK_MESSAGE((ks.vec_dot_fn(t) != nullptr), std::string(ks.name) << " " << std::string(type_name(t)));
     }
     CHECK(vec_dot_type(Type::Q5_0) == Type::Q8_0);
     CHECK(vec_dot_type(Type::IQ4_NL) == Type::Q8_0);
@@ -987,7 +993,7 @@ TEST_CASE("new types: SIMD vec_dot matches scalar") {
                     const float got = f(n, w.data(), a.data());
                     const double tol = dot_tol(t, w, a, n, 2e-5);
                     if (!(std::fabs(double(got) - ref) <= tol))
-                        FAIL_CHECK(ks.name << " " << type_name(t) << " n=" << n << " rep " << rep << ": " << got
+                        FAIL_CHECK(std::string(ks.name) << " " << std::string(type_name(t)) << " n=" << n << " rep " << rep << ": " << got
                                            << " vs scalar " << ref << " (tol " << tol << ")");
                 }
             }
@@ -1007,7 +1013,7 @@ TEST_CASE("new types: SIMD vec_dot matches scalar") {
                 const float ref = scalar::vec_dot(t, n, w.data(), a.data());
                 const float got = f(n, w.data(), a.data());
                 CHECK_MESSAGE(std::fabs(double(got) - ref) <= dot_tol(t, w, a, n, 2e-5),
-                              ks.name << " " << type_name(t) << " fill " << int(fill) << ": " << got << " vs " << ref);
+                              std::string(ks.name) << " " << std::string(type_name(t)) << " fill " << int(fill) << ": " << got << " vs " << ref);
             }
         }
     }
@@ -1045,7 +1051,7 @@ TEST_CASE("new types: matmul_rows matches vec_dot for odd m and row ranges") {
                     if (!(std::fabs(double(got) - ref) <= dot_tol(t, wr, aj, n, 2e-5))) ++bad;
                 }
             }
-            CHECK_MESSAGE(bad == 0, ks.name << " " << type_name(t));
+            CHECK_MESSAGE(bad == 0, std::string(ks.name) << " " << std::string(type_name(t)));
         }
     }
 }

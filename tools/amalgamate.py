@@ -26,6 +26,7 @@ IMPLEMENTATION = [
     "kernels_scalar.hpp",
     "kernels_avx2.hpp",
     "kernels_avx512.hpp",
+    "kernels_neon.hpp",
     "kernels.hpp",
     "gemm.hpp",
     "quant_ref.hpp",

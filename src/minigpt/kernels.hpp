@@ -1,7 +1,8 @@
-// kernels: picks the best compiled kernel set (AVX-512 > AVX2 > scalar) and
+// kernels: picks the best compiled kernel set (AVX-512 > AVX2 > NEON > scalar) and
 // provides the matrix product used by the forward pass.
 #pragma once
 #include "kernels_avx512.hpp"
+#include "kernels_neon.hpp"
 
 MINIGPT_NS_BEGIN
 namespace detail {
@@ -10,6 +11,8 @@ namespace detail {
 namespace kernels_best = avx512;
 #elif defined(MINIGPT_AVX2)
 namespace kernels_best = avx2;
+#elif defined(MINIGPT_NEON)
+namespace kernels_best = neon;
 #else
 namespace kernels_best = scalar;
 #endif
@@ -20,6 +23,8 @@ inline const char* simd_name() {
     return "AVX512";
 #elif defined(MINIGPT_AVX2)
     return "AVX2";
+#elif defined(MINIGPT_NEON)
+    return "NEON";
 #else
     return "scalar";
 #endif

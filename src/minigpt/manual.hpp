@@ -21,6 +21,7 @@ CONFIGURATION (define before including)
     MINIGPT_IMPLEMENTATION   compile the implementation (one translation unit only)
     MINIGPT_NO_SIMD          scalar kernels only
     MINIGPT_NO_AVX512        do not use AVX-512 even when the compiler targets it
+    MINIGPT_NO_NEON          do not use NEON even when the compiler targets it (aarch64)
     MINIGPT_NO_THREADS       no thread pool: everything runs on the calling thread
     MINIGPT_ASSERT(x)        internal invariant checks (default: assert)
     MINIGPT_MALLOC(n)/MINIGPT_FREE(p)
