@@ -125,6 +125,11 @@ MINIGPT_NS_BEGIN
 
 // ---------------------------------------------------------------------------
 // Status: every fallible call returns one. No exception ever leaves the API.
+// When the library is built with exceptions, a std::bad_alloc (or other standard
+// exception) raised inside Model::load, load_from_memory, tokenize,
+// Context::create, eval, state_save, state_load, generate, score_continuation,
+// perplexity, Grammar::parse, Sampler::set_grammar and chat_apply is caught
+// there and returned as StatusCode::out_of_memory (other exceptions: internal).
 // ---------------------------------------------------------------------------
 enum class StatusCode {
     ok = 0,
@@ -265,9 +270,12 @@ private:
 // is used by one thread at a time; different Contexts may run concurrently.
 // ---------------------------------------------------------------------------
 struct ContextParams {
-    int n_ctx = 0;        // context window in tokens; 0 = the model's training context
-    int n_batch = 512;    // prompt tokens evaluated per forward pass
-    int n_threads = 0;    // 0 = number of hardware threads
+    // Context window in tokens; 0 = the model's training context (at most 4096).
+    // Negative values and values above 1048576 give StatusCode::invalid_argument.
+    int n_ctx = 0;
+    int n_batch = 512;    // prompt tokens evaluated per forward pass; 0 = 512; capped at n_ctx
+    // 0 = number of hardware threads; outside [0, 1024] gives StatusCode::invalid_argument.
+    int n_threads = 0;
     // Optional host job system (see ParallelForFn). nullptr uses the built-in pool.
     ParallelForFn parallel_for = nullptr;
     void* parallel_for_user = nullptr;
@@ -285,6 +293,11 @@ struct ContextParams {
     // memory; results then carry F16 rounding of K and V (as llama.cpp's default
     // cache does).
     bool kv_f16 = false;
+    // Upper bound on the bytes Context::create allocates for the KV cache plus
+    // scratch buffers (what kv_cache_bytes() + scratch_bytes() report). When the
+    // context would need more, create() fails with StatusCode::out_of_memory,
+    // naming both sizes, before anything is allocated. 0: no limit.
+    size_t max_memory_bytes = 0;
 };
 
 class Context {
@@ -588,6 +601,7 @@ MINIGPT_NS_END
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
+#include <exception>
 #include <limits>
 #include <new>
 #include <unordered_map>
@@ -651,6 +665,26 @@ inline Status error(StatusCode code, const char* fmt, ...) {
     std::vsnprintf(buf, sizeof buf, fmt, ap);
     va_end(ap);
     return Status(code, buf);
+}
+
+// Runs f, which returns a Status. When exceptions are enabled, an exception
+// thrown inside the library by the standard library (std::bad_alloc from a
+// container, std::system_error from starting a thread) becomes a Status here,
+// so that none leaves a public entry point.
+template <typename F>
+inline Status guard(const char* what, F&& f) {
+#if defined(__cpp_exceptions)
+    try {
+        return f();
+    } catch (const std::bad_alloc&) {
+        return error(StatusCode::out_of_memory, "%s: out of memory", what);
+    } catch (const std::exception& e) {
+        return error(StatusCode::internal, "%s: %s", what, e.what());
+    }
+#else
+    (void)what;
+    return f();
+#endif
 }
 
 // Large buffers (KV cache, scratch) go through MINIGPT_MALLOC when it is defined.
@@ -8611,36 +8645,42 @@ Model::~Model() = default;
 
 Status Model::load(const std::string& path, const ModelParams& params, std::shared_ptr<Model>& out) {
     out.reset();
-    std::shared_ptr<Model> m(new Model());
-    Status st = params.file_io ? m->impl_->bytes.open_with(path, *params.file_io)
-                               : m->impl_->bytes.open(path, params.use_mmap);
-    if (!st.ok()) return st;
-    st = m->impl_->load(params);
-    if (!st.ok()) return Status(st.code(), path + ": " + st.message());
-    const ModelInfo& info = m->impl_->info;
-    detail::log_msg(LogLevel::info, "loaded %s: %s, %llu parameters, %.2f MB of weights (%s)%s", path.c_str(),
-                    info.architecture.c_str(), static_cast<unsigned long long>(info.n_params),
-                    static_cast<double>(info.weight_bytes) / 1e6, info.type_summary.c_str(),
-                    m->impl_->bytes.mapped() ? ", memory-mapped" : "");
-    out = std::move(m);
-    return Status();
+    return detail::guard("Model::load", [&]() -> Status {
+        std::shared_ptr<Model> m(new Model());
+        Status st = params.file_io ? m->impl_->bytes.open_with(path, *params.file_io)
+                                   : m->impl_->bytes.open(path, params.use_mmap);
+        if (!st.ok()) return st;
+        st = m->impl_->load(params);
+        if (!st.ok()) return Status(st.code(), path + ": " + st.message());
+        const ModelInfo& info = m->impl_->info;
+        detail::log_msg(LogLevel::info, "loaded %s: %s, %llu parameters, %.2f MB of weights (%s)%s", path.c_str(),
+                        info.architecture.c_str(), static_cast<unsigned long long>(info.n_params),
+                        static_cast<double>(info.weight_bytes) / 1e6, info.type_summary.c_str(),
+                        m->impl_->bytes.mapped() ? ", memory-mapped" : "");
+        out = std::move(m);
+        return Status();
+    });
 }
 
 Status Model::load_from_memory(const void* data, size_t size, const ModelParams& params, std::shared_ptr<Model>& out) {
     out.reset();
-    if (!data || size == 0) return detail::error(StatusCode::invalid_argument, "load_from_memory: empty buffer");
-    std::shared_ptr<Model> m(new Model());
-    m->impl_->bytes.borrow(data, size);
-    Status st = m->impl_->load(params);
-    if (!st.ok()) return st;
-    out = std::move(m);
-    return Status();
+    return detail::guard("Model::load_from_memory", [&]() -> Status {
+        if (!data || size == 0) return detail::error(StatusCode::invalid_argument, "load_from_memory: empty buffer");
+        std::shared_ptr<Model> m(new Model());
+        m->impl_->bytes.borrow(data, size);
+        Status st = m->impl_->load(params);
+        if (!st.ok()) return st;
+        out = std::move(m);
+        return Status();
+    });
 }
 
 const ModelInfo& Model::info() const { return impl_->info; }
 
 Status Model::tokenize(std::string_view text, std::vector<int32_t>& out, bool add_special, bool parse_special) const {
-    return detail::tokenize(impl_->vocab, text, add_special, parse_special, out);
+    return detail::guard("Model::tokenize", [&]() -> Status {
+        return detail::tokenize(impl_->vocab, text, add_special, parse_special, out);
+    });
 }
 std::string Model::token_to_piece(int32_t token, bool render_special) const {
     return detail::token_to_piece(impl_->vocab, token, render_special);
@@ -10229,13 +10269,15 @@ Grammar::~Grammar() = default;
 
 Status Grammar::parse(std::string_view gbnf, std::shared_ptr<const Grammar>& out, std::string_view root) {
     out.reset();
-    std::shared_ptr<Grammar> g(new (std::nothrow) Grammar());
-    if (!g || !g->impl_) return detail::error(StatusCode::out_of_memory, "grammar: out of memory");
-    detail::GbnfParser parser(gbnf);
-    Status st = parser.run(root, g->impl_->data);
-    if (!st.ok()) return st;
-    out = std::move(g);
-    return Status();
+    return detail::guard("Grammar::parse", [&]() -> Status {
+        std::shared_ptr<Grammar> g(new (std::nothrow) Grammar());
+        if (!g || !g->impl_) return detail::error(StatusCode::out_of_memory, "grammar: out of memory");
+        detail::GbnfParser parser(gbnf);
+        Status st = parser.run(root, g->impl_->data);
+        if (!st.ok()) return st;
+        out = std::move(g);
+        return Status();
+    });
 }
 
 size_t Grammar::n_rules() const { return impl_->data.alt_starts.size(); }
@@ -10544,36 +10586,38 @@ struct Sampler::GrammarVocab {
 Sampler::Sampler(const SamplerParams& params) : params_(params), rng_state_(params.seed) {}
 
 Status Sampler::set_grammar(std::shared_ptr<const Grammar> grammar, const Model& model) {
-    grammar_pending_ = -1;
-    if (!grammar) {
-        grammar_ = GrammarMatcher();
-        grammar_vocab_.reset();
-        return Status();
-    }
-    const int n = model.n_vocab();
-    if (n <= 0) return detail::error(StatusCode::invalid_argument, "set_grammar: the model has no vocabulary");
-    std::shared_ptr<GrammarVocab> v = std::make_shared<GrammarVocab>();
-    v->pieces.resize(static_cast<size_t>(n));
-    v->is_eog.assign(static_cast<size_t>(n), 0);
-    for (int i = 0; i < n; ++i) {
-        const size_t k = static_cast<size_t>(i);
-        v->pieces[k] = model.token_to_piece(i, false);
-        if (model.is_eog(i)) {
-            v->is_eog[k] = 1;
-            v->eog.push_back(i);
-        } else if (!v->pieces[k].empty()) {
-            v->order.push_back(i);
+    return detail::guard("Sampler::set_grammar", [&]() -> Status {
+        grammar_pending_ = -1;
+        if (!grammar) {
+            grammar_ = GrammarMatcher();
+            grammar_vocab_.reset();
+            return Status();
         }
-    }
-    const std::vector<std::string>& pieces = v->pieces;
-    std::stable_sort(v->order.begin(), v->order.end(),
-                     [&](int32_t a, int32_t b) { return pieces[static_cast<size_t>(a)] < pieces[static_cast<size_t>(b)]; });
-    const int32_t eos = model.token_eos();
-    if (eos >= 0 && eos < n) v->eos = eos;
-    else if (!v->eog.empty()) v->eos = v->eog[0];
-    grammar_ = GrammarMatcher(std::move(grammar));
-    grammar_vocab_ = std::move(v);
-    return Status();
+        const int n = model.n_vocab();
+        if (n <= 0) return detail::error(StatusCode::invalid_argument, "set_grammar: the model has no vocabulary");
+        std::shared_ptr<GrammarVocab> v = std::make_shared<GrammarVocab>();
+        v->pieces.resize(static_cast<size_t>(n));
+        v->is_eog.assign(static_cast<size_t>(n), 0);
+        for (int i = 0; i < n; ++i) {
+            const size_t k = static_cast<size_t>(i);
+            v->pieces[k] = model.token_to_piece(i, false);
+            if (model.is_eog(i)) {
+                v->is_eog[k] = 1;
+                v->eog.push_back(i);
+            } else if (!v->pieces[k].empty()) {
+                v->order.push_back(i);
+            }
+        }
+        const std::vector<std::string>& pieces = v->pieces;
+        std::stable_sort(v->order.begin(), v->order.end(),
+                         [&](int32_t a, int32_t b) { return pieces[static_cast<size_t>(a)] < pieces[static_cast<size_t>(b)]; });
+        const int32_t eos = model.token_eos();
+        if (eos >= 0 && eos < n) v->eos = eos;
+        else if (!v->eog.empty()) v->eos = v->eog[0];
+        grammar_ = GrammarMatcher(std::move(grammar));
+        grammar_vocab_ = std::move(v);
+        return Status();
+    });
 }
 
 void Sampler::reset_grammar() {
@@ -10764,103 +10808,107 @@ private:
 
 Status generate(Context& ctx, Sampler& sampler, const std::vector<int32_t>& prompt, const GenerateParams& params,
                 const TextCallback& on_text, GenerateStats* stats) {
-    using namespace detail;
-    GenerateStats local;
-    GenerateStats& s = stats ? *stats : local;
-    s = GenerateStats();
-    const Model& model = ctx.model();
-    const int n_vocab = model.n_vocab();
+    return detail::guard("generate", [&]() -> Status {
+        using namespace detail;
+        GenerateStats local;
+        GenerateStats& s = stats ? *stats : local;
+        s = GenerateStats();
+        const Model& model = ctx.model();
+        const int n_vocab = model.n_vocab();
 
-    if (prompt.empty() && ctx.n_past() == 0)
-        return error(StatusCode::invalid_argument, "generate: empty prompt and empty context");
-    if (prompt.size() >= static_cast<size_t>(ctx.n_ctx()) - static_cast<size_t>(ctx.n_past()))
-        return error(StatusCode::context_full, "generate: the prompt has %zu tokens but only %d of the %d context positions are free",
-                     prompt.size(), ctx.n_ctx() - ctx.n_past(), ctx.n_ctx());
+        if (prompt.empty() && ctx.n_past() == 0)
+            return error(StatusCode::invalid_argument, "generate: empty prompt and empty context");
+        if (prompt.size() >= static_cast<size_t>(ctx.n_ctx()) - static_cast<size_t>(ctx.n_past()))
+            return error(StatusCode::context_full, "generate: the prompt has %zu tokens but only %d of the %d context positions are free",
+                         prompt.size(), ctx.n_ctx() - ctx.n_past(), ctx.n_ctx());
 
-    for (int32_t t : prompt) sampler.accept(t);
-    if (!prompt.empty()) {
+        for (int32_t t : prompt) sampler.accept(t);
+        if (!prompt.empty()) {
+            double t0 = now_seconds();
+            Status st = ctx.eval(prompt);
+            if (!st.ok()) return st;
+            s.prompt_seconds = now_seconds() - t0;
+            s.n_prompt = static_cast<int>(prompt.size());
+        }
+
+        Utf8Stream stream;
+        StopMatcher stops(params.stop);
+        bool keep_going = true;
         double t0 = now_seconds();
-        Status st = ctx.eval(prompt);
-        if (!st.ok()) return st;
-        s.prompt_seconds = now_seconds() - t0;
-        s.n_prompt = static_cast<int>(prompt.size());
-    }
-
-    Utf8Stream stream;
-    StopMatcher stops(params.stop);
-    bool keep_going = true;
-    double t0 = now_seconds();
-    for (int i = 0; params.n_predict < 0 || i < params.n_predict; ++i) {
-        int32_t tok = sampler.sample(ctx.logits(), n_vocab);
-        if (tok < 0) {
-            s.generate_seconds = now_seconds() - t0;
-            return error(StatusCode::internal, "generate: no token can be sampled (every logit is NaN or -inf, or a grammar allows no token)");
+        for (int i = 0; params.n_predict < 0 || i < params.n_predict; ++i) {
+            int32_t tok = sampler.sample(ctx.logits(), n_vocab);
+            if (tok < 0) {
+                s.generate_seconds = now_seconds() - t0;
+                return error(StatusCode::internal, "generate: no token can be sampled (every logit is NaN or -inf, or a grammar allows no token)");
+            }
+            sampler.accept(tok);
+            if (params.stop_at_eog && model.is_eog(tok)) {
+                s.hit_eog = true;
+                break;
+            }
+            ++s.n_generated;
+            bool stopped = false;
+            std::string text = stops.push(stream.push(model.token_to_piece(tok)), stopped);
+            if (!text.empty() && on_text && !on_text(text)) {
+                keep_going = false;
+                break;
+            }
+            if (stopped) {
+                s.hit_stop = true;
+                keep_going = false;
+                break;
+            }
+            // The last requested token needs no evaluation.
+            if (params.n_predict >= 0 && i + 1 == params.n_predict) break;
+            Status st = ctx.eval(&tok, 1);
+            if (st.code() == StatusCode::context_full) break;  // the window is full (and may not shift)
+            if (!st.ok()) {
+                s.generate_seconds = now_seconds() - t0;
+                return st;
+            }
         }
-        sampler.accept(tok);
-        if (params.stop_at_eog && model.is_eog(tok)) {
-            s.hit_eog = true;
-            break;
+        s.generate_seconds = now_seconds() - t0;
+        if (keep_going) {
+            bool stopped = false;
+            std::string tail = stops.push(stream.finish(), stopped);
+            if (!stopped) tail += stops.finish();
+            s.hit_stop = stopped;
+            if (!tail.empty() && on_text) on_text(tail);
         }
-        ++s.n_generated;
-        bool stopped = false;
-        std::string text = stops.push(stream.push(model.token_to_piece(tok)), stopped);
-        if (!text.empty() && on_text && !on_text(text)) {
-            keep_going = false;
-            break;
-        }
-        if (stopped) {
-            s.hit_stop = true;
-            keep_going = false;
-            break;
-        }
-        // The last requested token needs no evaluation.
-        if (params.n_predict >= 0 && i + 1 == params.n_predict) break;
-        Status st = ctx.eval(&tok, 1);
-        if (st.code() == StatusCode::context_full) break;  // the window is full (and may not shift)
-        if (!st.ok()) {
-            s.generate_seconds = now_seconds() - t0;
-            return st;
-        }
-    }
-    s.generate_seconds = now_seconds() - t0;
-    if (keep_going) {
-        bool stopped = false;
-        std::string tail = stops.push(stream.finish(), stopped);
-        if (!stopped) tail += stops.finish();
-        s.hit_stop = stopped;
-        if (!tail.empty() && on_text) on_text(tail);
-    }
-    return Status();
+        return Status();
+    });
 }
 
 Status score_continuation(Context& ctx, const std::vector<int32_t>& prompt, const std::vector<int32_t>& continuation,
                           double& logprob, std::vector<double>* per_token) {
-    using namespace detail;
-    logprob = 0;
-    if (per_token) per_token->clear();
-    if (prompt.empty()) return error(StatusCode::invalid_argument, "score_continuation: empty prompt");
-    if (continuation.empty()) return Status();
-    std::vector<int32_t> all(prompt);
-    all.insert(all.end(), continuation.begin(), continuation.end() - 1);
-    ctx.reset();
-    std::vector<float> logits;
-    Status st = ctx.eval(all, &logits);
-    ctx.reset();
-    if (!st.ok()) return st;
-    const int V = ctx.model().n_vocab();
-    for (size_t i = 0; i < continuation.size(); ++i) {
-        const int32_t tok = continuation[i];
-        if (tok < 0 || tok >= V) return error(StatusCode::invalid_argument, "score_continuation: token %d out of range", tok);
-        const float* row = logits.data() + (prompt.size() - 1 + i) * static_cast<size_t>(V);
-        float mx = row[0];
-        for (int v = 1; v < V; ++v) mx = std::max(mx, row[v]);
-        double sum = 0;
-        for (int v = 0; v < V; ++v) sum += std::exp(static_cast<double>(row[v]) - mx);
-        const double lp = static_cast<double>(row[tok]) - mx - std::log(sum);
-        logprob += lp;
-        if (per_token) per_token->push_back(lp);
-    }
-    return Status();
+    return detail::guard("score_continuation", [&]() -> Status {
+        using namespace detail;
+        logprob = 0;
+        if (per_token) per_token->clear();
+        if (prompt.empty()) return error(StatusCode::invalid_argument, "score_continuation: empty prompt");
+        if (continuation.empty()) return Status();
+        std::vector<int32_t> all(prompt);
+        all.insert(all.end(), continuation.begin(), continuation.end() - 1);
+        ctx.reset();
+        std::vector<float> logits;
+        Status st = ctx.eval(all, &logits);
+        ctx.reset();
+        if (!st.ok()) return st;
+        const int V = ctx.model().n_vocab();
+        for (size_t i = 0; i < continuation.size(); ++i) {
+            const int32_t tok = continuation[i];
+            if (tok < 0 || tok >= V) return error(StatusCode::invalid_argument, "score_continuation: token %d out of range", tok);
+            const float* row = logits.data() + (prompt.size() - 1 + i) * static_cast<size_t>(V);
+            float mx = row[0];
+            for (int v = 1; v < V; ++v) mx = std::max(mx, row[v]);
+            double sum = 0;
+            for (int v = 0; v < V; ++v) sum += std::exp(static_cast<double>(row[v]) - mx);
+            const double lp = static_cast<double>(row[tok]) - mx - std::log(sum);
+            logprob += lp;
+            if (per_token) per_token->push_back(lp);
+        }
+        return Status();
+    });
 }
 
 std::vector<TokenProb> top_tokens(const Context& ctx, int n) {
@@ -10884,48 +10932,50 @@ std::vector<TokenProb> top_tokens(const Context& ctx, int n) {
 
 Status perplexity(Context& ctx, const std::vector<int32_t>& tokens, PerplexityResult& out,
                   const PerplexityProgress& progress) {
-    using namespace detail;
-    out = PerplexityResult();
-    const int n_ctx = ctx.n_ctx();
-    const int n_vocab = ctx.model().n_vocab();
-    if (n_ctx < 4) return error(StatusCode::invalid_argument, "perplexity: n_ctx %d is too small", n_ctx);
-    const int n_chunks = static_cast<int>(tokens.size() / static_cast<size_t>(n_ctx));
-    if (n_chunks == 0)
-        return error(StatusCode::invalid_argument, "perplexity: %zu tokens are fewer than one chunk of %d", tokens.size(), n_ctx);
-    const int32_t bos = ctx.model().token_bos();
-    std::vector<int32_t> chunk(static_cast<size_t>(n_ctx));
-    std::vector<float> logits;
-    double nll_sum = 0, nll2_sum = 0;
-    int count = 0;
-    for (int c = 0; c < n_chunks; ++c) {
-        std::copy(tokens.begin() + static_cast<size_t>(c) * n_ctx, tokens.begin() + static_cast<size_t>(c + 1) * n_ctx,
-                  chunk.begin());
-        if (bos >= 0) chunk[0] = bos;
-        ctx.reset();
-        Status st = ctx.eval(chunk, &logits);
-        if (!st.ok()) return st;
-        for (int j = n_ctx / 2; j < n_ctx - 1; ++j) {
-            const float* row = logits.data() + static_cast<size_t>(j) * n_vocab;
-            float mx = row[0];
-            for (int v = 1; v < n_vocab; ++v) mx = std::max(mx, row[v]);
-            double sum = 0;
-            for (int v = 0; v < n_vocab; ++v) sum += std::exp(static_cast<double>(row[v]) - mx);
-            const double nll = std::log(sum) + mx - row[chunk[static_cast<size_t>(j) + 1]];
-            nll_sum += nll;
-            nll2_sum += nll * nll;
-            ++count;
+    return detail::guard("perplexity", [&]() -> Status {
+        using namespace detail;
+        out = PerplexityResult();
+        const int n_ctx = ctx.n_ctx();
+        const int n_vocab = ctx.model().n_vocab();
+        if (n_ctx < 4) return error(StatusCode::invalid_argument, "perplexity: n_ctx %d is too small", n_ctx);
+        const int n_chunks = static_cast<int>(tokens.size() / static_cast<size_t>(n_ctx));
+        if (n_chunks == 0)
+            return error(StatusCode::invalid_argument, "perplexity: %zu tokens are fewer than one chunk of %d", tokens.size(), n_ctx);
+        const int32_t bos = ctx.model().token_bos();
+        std::vector<int32_t> chunk(static_cast<size_t>(n_ctx));
+        std::vector<float> logits;
+        double nll_sum = 0, nll2_sum = 0;
+        int count = 0;
+        for (int c = 0; c < n_chunks; ++c) {
+            std::copy(tokens.begin() + static_cast<size_t>(c) * n_ctx, tokens.begin() + static_cast<size_t>(c + 1) * n_ctx,
+                      chunk.begin());
+            if (bos >= 0) chunk[0] = bos;
+            ctx.reset();
+            Status st = ctx.eval(chunk, &logits);
+            if (!st.ok()) return st;
+            for (int j = n_ctx / 2; j < n_ctx - 1; ++j) {
+                const float* row = logits.data() + static_cast<size_t>(j) * n_vocab;
+                float mx = row[0];
+                for (int v = 1; v < n_vocab; ++v) mx = std::max(mx, row[v]);
+                double sum = 0;
+                for (int v = 0; v < n_vocab; ++v) sum += std::exp(static_cast<double>(row[v]) - mx);
+                const double nll = std::log(sum) + mx - row[chunk[static_cast<size_t>(j) + 1]];
+                nll_sum += nll;
+                nll2_sum += nll * nll;
+                ++count;
+            }
+            const double running = std::exp(nll_sum / count);
+            out.running.push_back(running);
+            if (progress) progress(c + 1, n_chunks, running);
         }
-        const double running = std::exp(nll_sum / count);
-        out.running.push_back(running);
-        if (progress) progress(c + 1, n_chunks, running);
-    }
-    ctx.reset();
-    const double mean = nll_sum / count, mean2 = nll2_sum / count;
-    out.ppl = std::exp(mean);
-    out.ppl_err = count > 1 ? out.ppl * std::sqrt(std::max(0.0, mean2 - mean * mean) / (count - 1)) : 0;
-    out.n_chunks = n_chunks;
-    out.count = count;
-    return Status();
+        ctx.reset();
+        const double mean = nll_sum / count, mean2 = nll2_sum / count;
+        out.ppl = std::exp(mean);
+        out.ppl_err = count > 1 ? out.ppl * std::sqrt(std::max(0.0, mean2 - mean * mean) / (count - 1)) : 0;
+        out.n_chunks = n_chunks;
+        out.count = count;
+        return Status();
+    });
 }
 
 MINIGPT_NS_END
@@ -11345,44 +11395,48 @@ std::vector<std::string> chat_template_names() {
 Status chat_apply(std::string_view template_name, const std::vector<ChatMessage>& messages,
                   bool add_generation_prompt, std::string& out) {
     out.clear();
-    const detail::ChatDetected d = detail::chat_detect(template_name);
-    if (d.family == detail::ChatFamily::unknown) {
-        return detail::error(StatusCode::unsupported, "unknown chat template '%s' (supported: %s)",
-                             detail::chat_excerpt(template_name).c_str(), detail::chat_name_list().c_str());
-    }
-    return detail::chat_apply_detected(d, {}, messages, add_generation_prompt, out);
+    return detail::guard("chat_apply", [&]() -> Status {
+        const detail::ChatDetected d = detail::chat_detect(template_name);
+        if (d.family == detail::ChatFamily::unknown) {
+            return detail::error(StatusCode::unsupported, "unknown chat template '%s' (supported: %s)",
+                                 detail::chat_excerpt(template_name).c_str(), detail::chat_name_list().c_str());
+        }
+        return detail::chat_apply_detected(d, {}, messages, add_generation_prompt, out);
+    });
 }
 
 Status chat_apply(const Model& model, const std::vector<ChatMessage>& messages, bool add_generation_prompt,
                   std::string& out, std::string_view template_name) {
     out.clear();
-    std::string_view tmpl = template_name;
-    const bool from_model = tmpl.empty();
-    if (from_model) {
-        Status st;
-        if (!model.impl().gguf.get_string("tokenizer.chat_template", tmpl, st)) {
-            if (!st.ok()) return st;
-            return detail::error(StatusCode::unsupported,
-                                 "the model has no chat template (tokenizer.chat_template); pass a template name "
-                                 "(supported: %s)",
-                                 detail::chat_name_list().c_str());
-        }
-    }
-    const detail::ChatDetected d = detail::chat_detect(tmpl);
-    if (d.family == detail::ChatFamily::unknown) {
+    return detail::guard("chat_apply", [&]() -> Status {
+        std::string_view tmpl = template_name;
+        const bool from_model = tmpl.empty();
         if (from_model) {
-            return detail::error(StatusCode::unsupported,
-                                 "the model's chat template is not a known family ('%s'); pass a template name "
-                                 "(supported: %s)",
+            Status st;
+            if (!model.impl().gguf.get_string("tokenizer.chat_template", tmpl, st)) {
+                if (!st.ok()) return st;
+                return detail::error(StatusCode::unsupported,
+                                     "the model has no chat template (tokenizer.chat_template); pass a template name "
+                                     "(supported: %s)",
+                                     detail::chat_name_list().c_str());
+            }
+        }
+        const detail::ChatDetected d = detail::chat_detect(tmpl);
+        if (d.family == detail::ChatFamily::unknown) {
+            if (from_model) {
+                return detail::error(StatusCode::unsupported,
+                                     "the model's chat template is not a known family ('%s'); pass a template name "
+                                     "(supported: %s)",
+                                     detail::chat_excerpt(tmpl).c_str(), detail::chat_name_list().c_str());
+            }
+            return detail::error(StatusCode::unsupported, "unknown chat template '%s' (supported: %s)",
                                  detail::chat_excerpt(tmpl).c_str(), detail::chat_name_list().c_str());
         }
-        return detail::error(StatusCode::unsupported, "unknown chat template '%s' (supported: %s)",
-                             detail::chat_excerpt(tmpl).c_str(), detail::chat_name_list().c_str());
-    }
-    // Templates that write eos_token get the model's own EOS text.
-    std::string eos;
-    if (model.token_eos() >= 0) eos = model.token_to_piece(model.token_eos(), true);
-    return detail::chat_apply_detected(d, eos, messages, add_generation_prompt, out);
+        // Templates that write eos_token get the model's own EOS text.
+        std::string eos;
+        if (model.token_eos() >= 0) eos = model.token_to_piece(model.token_eos(), true);
+        return detail::chat_apply_detected(d, eos, messages, add_generation_prompt, out);
+    });
 }
 
 MINIGPT_NS_END

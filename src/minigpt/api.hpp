@@ -6,6 +6,11 @@ MINIGPT_NS_BEGIN
 
 // ---------------------------------------------------------------------------
 // Status: every fallible call returns one. No exception ever leaves the API.
+// When the library is built with exceptions, a std::bad_alloc (or other standard
+// exception) raised inside Model::load, load_from_memory, tokenize,
+// Context::create, eval, state_save, state_load, generate, score_continuation,
+// perplexity, Grammar::parse, Sampler::set_grammar and chat_apply is caught
+// there and returned as StatusCode::out_of_memory (other exceptions: internal).
 // ---------------------------------------------------------------------------
 enum class StatusCode {
     ok = 0,
@@ -146,9 +151,12 @@ private:
 // is used by one thread at a time; different Contexts may run concurrently.
 // ---------------------------------------------------------------------------
 struct ContextParams {
-    int n_ctx = 0;        // context window in tokens; 0 = the model's training context
-    int n_batch = 512;    // prompt tokens evaluated per forward pass
-    int n_threads = 0;    // 0 = number of hardware threads
+    // Context window in tokens; 0 = the model's training context (at most 4096).
+    // Negative values and values above 1048576 give StatusCode::invalid_argument.
+    int n_ctx = 0;
+    int n_batch = 512;    // prompt tokens evaluated per forward pass; 0 = 512; capped at n_ctx
+    // 0 = number of hardware threads; outside [0, 1024] gives StatusCode::invalid_argument.
+    int n_threads = 0;
     // Optional host job system (see ParallelForFn). nullptr uses the built-in pool.
     ParallelForFn parallel_for = nullptr;
     void* parallel_for_user = nullptr;
@@ -166,6 +174,11 @@ struct ContextParams {
     // memory; results then carry F16 rounding of K and V (as llama.cpp's default
     // cache does).
     bool kv_f16 = false;
+    // Upper bound on the bytes Context::create allocates for the KV cache plus
+    // scratch buffers (what kv_cache_bytes() + scratch_bytes() report). When the
+    // context would need more, create() fails with StatusCode::out_of_memory,
+    // naming both sizes, before anything is allocated. 0: no limit.
+    size_t max_memory_bytes = 0;
 };
 
 class Context {

@@ -11,6 +11,7 @@
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
+#include <exception>
 #include <limits>
 #include <new>
 #include <unordered_map>
@@ -74,6 +75,26 @@ inline Status error(StatusCode code, const char* fmt, ...) {
     std::vsnprintf(buf, sizeof buf, fmt, ap);
     va_end(ap);
     return Status(code, buf);
+}
+
+// Runs f, which returns a Status. When exceptions are enabled, an exception
+// thrown inside the library by the standard library (std::bad_alloc from a
+// container, std::system_error from starting a thread) becomes a Status here,
+// so that none leaves a public entry point.
+template <typename F>
+inline Status guard(const char* what, F&& f) {
+#if defined(__cpp_exceptions)
+    try {
+        return f();
+    } catch (const std::bad_alloc&) {
+        return error(StatusCode::out_of_memory, "%s: out of memory", what);
+    } catch (const std::exception& e) {
+        return error(StatusCode::internal, "%s: %s", what, e.what());
+    }
+#else
+    (void)what;
+    return f();
+#endif
 }
 
 // Large buffers (KV cache, scratch) go through MINIGPT_MALLOC when it is defined.

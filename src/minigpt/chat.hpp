@@ -417,44 +417,48 @@ std::vector<std::string> chat_template_names() {
 Status chat_apply(std::string_view template_name, const std::vector<ChatMessage>& messages,
                   bool add_generation_prompt, std::string& out) {
     out.clear();
-    const detail::ChatDetected d = detail::chat_detect(template_name);
-    if (d.family == detail::ChatFamily::unknown) {
-        return detail::error(StatusCode::unsupported, "unknown chat template '%s' (supported: %s)",
-                             detail::chat_excerpt(template_name).c_str(), detail::chat_name_list().c_str());
-    }
-    return detail::chat_apply_detected(d, {}, messages, add_generation_prompt, out);
+    return detail::guard("chat_apply", [&]() -> Status {
+        const detail::ChatDetected d = detail::chat_detect(template_name);
+        if (d.family == detail::ChatFamily::unknown) {
+            return detail::error(StatusCode::unsupported, "unknown chat template '%s' (supported: %s)",
+                                 detail::chat_excerpt(template_name).c_str(), detail::chat_name_list().c_str());
+        }
+        return detail::chat_apply_detected(d, {}, messages, add_generation_prompt, out);
+    });
 }
 
 Status chat_apply(const Model& model, const std::vector<ChatMessage>& messages, bool add_generation_prompt,
                   std::string& out, std::string_view template_name) {
     out.clear();
-    std::string_view tmpl = template_name;
-    const bool from_model = tmpl.empty();
-    if (from_model) {
-        Status st;
-        if (!model.impl().gguf.get_string("tokenizer.chat_template", tmpl, st)) {
-            if (!st.ok()) return st;
-            return detail::error(StatusCode::unsupported,
-                                 "the model has no chat template (tokenizer.chat_template); pass a template name "
-                                 "(supported: %s)",
-                                 detail::chat_name_list().c_str());
-        }
-    }
-    const detail::ChatDetected d = detail::chat_detect(tmpl);
-    if (d.family == detail::ChatFamily::unknown) {
+    return detail::guard("chat_apply", [&]() -> Status {
+        std::string_view tmpl = template_name;
+        const bool from_model = tmpl.empty();
         if (from_model) {
-            return detail::error(StatusCode::unsupported,
-                                 "the model's chat template is not a known family ('%s'); pass a template name "
-                                 "(supported: %s)",
+            Status st;
+            if (!model.impl().gguf.get_string("tokenizer.chat_template", tmpl, st)) {
+                if (!st.ok()) return st;
+                return detail::error(StatusCode::unsupported,
+                                     "the model has no chat template (tokenizer.chat_template); pass a template name "
+                                     "(supported: %s)",
+                                     detail::chat_name_list().c_str());
+            }
+        }
+        const detail::ChatDetected d = detail::chat_detect(tmpl);
+        if (d.family == detail::ChatFamily::unknown) {
+            if (from_model) {
+                return detail::error(StatusCode::unsupported,
+                                     "the model's chat template is not a known family ('%s'); pass a template name "
+                                     "(supported: %s)",
+                                     detail::chat_excerpt(tmpl).c_str(), detail::chat_name_list().c_str());
+            }
+            return detail::error(StatusCode::unsupported, "unknown chat template '%s' (supported: %s)",
                                  detail::chat_excerpt(tmpl).c_str(), detail::chat_name_list().c_str());
         }
-        return detail::error(StatusCode::unsupported, "unknown chat template '%s' (supported: %s)",
-                             detail::chat_excerpt(tmpl).c_str(), detail::chat_name_list().c_str());
-    }
-    // Templates that write eos_token get the model's own EOS text.
-    std::string eos;
-    if (model.token_eos() >= 0) eos = model.token_to_piece(model.token_eos(), true);
-    return detail::chat_apply_detected(d, eos, messages, add_generation_prompt, out);
+        // Templates that write eos_token get the model's own EOS text.
+        std::string eos;
+        if (model.token_eos() >= 0) eos = model.token_to_piece(model.token_eos(), true);
+        return detail::chat_apply_detected(d, eos, messages, add_generation_prompt, out);
+    });
 }
 
 MINIGPT_NS_END

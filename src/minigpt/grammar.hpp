@@ -867,13 +867,15 @@ Grammar::~Grammar() = default;
 
 Status Grammar::parse(std::string_view gbnf, std::shared_ptr<const Grammar>& out, std::string_view root) {
     out.reset();
-    std::shared_ptr<Grammar> g(new (std::nothrow) Grammar());
-    if (!g || !g->impl_) return detail::error(StatusCode::out_of_memory, "grammar: out of memory");
-    detail::GbnfParser parser(gbnf);
-    Status st = parser.run(root, g->impl_->data);
-    if (!st.ok()) return st;
-    out = std::move(g);
-    return Status();
+    return detail::guard("Grammar::parse", [&]() -> Status {
+        std::shared_ptr<Grammar> g(new (std::nothrow) Grammar());
+        if (!g || !g->impl_) return detail::error(StatusCode::out_of_memory, "grammar: out of memory");
+        detail::GbnfParser parser(gbnf);
+        Status st = parser.run(root, g->impl_->data);
+        if (!st.ok()) return st;
+        out = std::move(g);
+        return Status();
+    });
 }
 
 size_t Grammar::n_rules() const { return impl_->data.alt_starts.size(); }

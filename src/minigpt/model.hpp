@@ -323,36 +323,42 @@ Model::~Model() = default;
 
 Status Model::load(const std::string& path, const ModelParams& params, std::shared_ptr<Model>& out) {
     out.reset();
-    std::shared_ptr<Model> m(new Model());
-    Status st = params.file_io ? m->impl_->bytes.open_with(path, *params.file_io)
-                               : m->impl_->bytes.open(path, params.use_mmap);
-    if (!st.ok()) return st;
-    st = m->impl_->load(params);
-    if (!st.ok()) return Status(st.code(), path + ": " + st.message());
-    const ModelInfo& info = m->impl_->info;
-    detail::log_msg(LogLevel::info, "loaded %s: %s, %llu parameters, %.2f MB of weights (%s)%s", path.c_str(),
-                    info.architecture.c_str(), static_cast<unsigned long long>(info.n_params),
-                    static_cast<double>(info.weight_bytes) / 1e6, info.type_summary.c_str(),
-                    m->impl_->bytes.mapped() ? ", memory-mapped" : "");
-    out = std::move(m);
-    return Status();
+    return detail::guard("Model::load", [&]() -> Status {
+        std::shared_ptr<Model> m(new Model());
+        Status st = params.file_io ? m->impl_->bytes.open_with(path, *params.file_io)
+                                   : m->impl_->bytes.open(path, params.use_mmap);
+        if (!st.ok()) return st;
+        st = m->impl_->load(params);
+        if (!st.ok()) return Status(st.code(), path + ": " + st.message());
+        const ModelInfo& info = m->impl_->info;
+        detail::log_msg(LogLevel::info, "loaded %s: %s, %llu parameters, %.2f MB of weights (%s)%s", path.c_str(),
+                        info.architecture.c_str(), static_cast<unsigned long long>(info.n_params),
+                        static_cast<double>(info.weight_bytes) / 1e6, info.type_summary.c_str(),
+                        m->impl_->bytes.mapped() ? ", memory-mapped" : "");
+        out = std::move(m);
+        return Status();
+    });
 }
 
 Status Model::load_from_memory(const void* data, size_t size, const ModelParams& params, std::shared_ptr<Model>& out) {
     out.reset();
-    if (!data || size == 0) return detail::error(StatusCode::invalid_argument, "load_from_memory: empty buffer");
-    std::shared_ptr<Model> m(new Model());
-    m->impl_->bytes.borrow(data, size);
-    Status st = m->impl_->load(params);
-    if (!st.ok()) return st;
-    out = std::move(m);
-    return Status();
+    return detail::guard("Model::load_from_memory", [&]() -> Status {
+        if (!data || size == 0) return detail::error(StatusCode::invalid_argument, "load_from_memory: empty buffer");
+        std::shared_ptr<Model> m(new Model());
+        m->impl_->bytes.borrow(data, size);
+        Status st = m->impl_->load(params);
+        if (!st.ok()) return st;
+        out = std::move(m);
+        return Status();
+    });
 }
 
 const ModelInfo& Model::info() const { return impl_->info; }
 
 Status Model::tokenize(std::string_view text, std::vector<int32_t>& out, bool add_special, bool parse_special) const {
-    return detail::tokenize(impl_->vocab, text, add_special, parse_special, out);
+    return detail::guard("Model::tokenize", [&]() -> Status {
+        return detail::tokenize(impl_->vocab, text, add_special, parse_special, out);
+    });
 }
 std::string Model::token_to_piece(int32_t token, bool render_special) const {
     return detail::token_to_piece(impl_->vocab, token, render_special);

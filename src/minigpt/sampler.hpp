@@ -205,36 +205,38 @@ struct Sampler::GrammarVocab {
 Sampler::Sampler(const SamplerParams& params) : params_(params), rng_state_(params.seed) {}
 
 Status Sampler::set_grammar(std::shared_ptr<const Grammar> grammar, const Model& model) {
-    grammar_pending_ = -1;
-    if (!grammar) {
-        grammar_ = GrammarMatcher();
-        grammar_vocab_.reset();
-        return Status();
-    }
-    const int n = model.n_vocab();
-    if (n <= 0) return detail::error(StatusCode::invalid_argument, "set_grammar: the model has no vocabulary");
-    std::shared_ptr<GrammarVocab> v = std::make_shared<GrammarVocab>();
-    v->pieces.resize(static_cast<size_t>(n));
-    v->is_eog.assign(static_cast<size_t>(n), 0);
-    for (int i = 0; i < n; ++i) {
-        const size_t k = static_cast<size_t>(i);
-        v->pieces[k] = model.token_to_piece(i, false);
-        if (model.is_eog(i)) {
-            v->is_eog[k] = 1;
-            v->eog.push_back(i);
-        } else if (!v->pieces[k].empty()) {
-            v->order.push_back(i);
+    return detail::guard("Sampler::set_grammar", [&]() -> Status {
+        grammar_pending_ = -1;
+        if (!grammar) {
+            grammar_ = GrammarMatcher();
+            grammar_vocab_.reset();
+            return Status();
         }
-    }
-    const std::vector<std::string>& pieces = v->pieces;
-    std::stable_sort(v->order.begin(), v->order.end(),
-                     [&](int32_t a, int32_t b) { return pieces[static_cast<size_t>(a)] < pieces[static_cast<size_t>(b)]; });
-    const int32_t eos = model.token_eos();
-    if (eos >= 0 && eos < n) v->eos = eos;
-    else if (!v->eog.empty()) v->eos = v->eog[0];
-    grammar_ = GrammarMatcher(std::move(grammar));
-    grammar_vocab_ = std::move(v);
-    return Status();
+        const int n = model.n_vocab();
+        if (n <= 0) return detail::error(StatusCode::invalid_argument, "set_grammar: the model has no vocabulary");
+        std::shared_ptr<GrammarVocab> v = std::make_shared<GrammarVocab>();
+        v->pieces.resize(static_cast<size_t>(n));
+        v->is_eog.assign(static_cast<size_t>(n), 0);
+        for (int i = 0; i < n; ++i) {
+            const size_t k = static_cast<size_t>(i);
+            v->pieces[k] = model.token_to_piece(i, false);
+            if (model.is_eog(i)) {
+                v->is_eog[k] = 1;
+                v->eog.push_back(i);
+            } else if (!v->pieces[k].empty()) {
+                v->order.push_back(i);
+            }
+        }
+        const std::vector<std::string>& pieces = v->pieces;
+        std::stable_sort(v->order.begin(), v->order.end(),
+                         [&](int32_t a, int32_t b) { return pieces[static_cast<size_t>(a)] < pieces[static_cast<size_t>(b)]; });
+        const int32_t eos = model.token_eos();
+        if (eos >= 0 && eos < n) v->eos = eos;
+        else if (!v->eog.empty()) v->eos = v->eog[0];
+        grammar_ = GrammarMatcher(std::move(grammar));
+        grammar_vocab_ = std::move(v);
+        return Status();
+    });
 }
 
 void Sampler::reset_grammar() {
