@@ -4605,8 +4605,13 @@ inline void gemm_pack_panels(Type wt, const void* A, size_t a_row_bytes, int64_t
                 if (!row) {
                     for (int64_t k = 0; k < n; ++k) out[k * kGemmCols + c] = 0.0f;
                 } else if (at == Type::F16) {
-                    const uint16_t* h = reinterpret_cast<const uint16_t*>(row);
-                    for (int64_t k = 0; k < n; ++k) out[k * kGemmCols + c] = fp16_to_fp32(h[k]);
+                    // Widened a slice at a time with the vector conversion of dequantize_row.
+                    float tmp[256];
+                    for (int64_t k0 = 0; k0 < n; k0 += 256) {
+                        const int64_t len = std::min<int64_t>(256, n - k0);
+                        dequantize_row(Type::F16, row + 2 * k0, tmp, len);
+                        for (int64_t k = 0; k < len; ++k) out[(k0 + k) * kGemmCols + c] = tmp[k];
+                    }
                 } else {
                     const float* x = reinterpret_cast<const float*>(row);
                     for (int64_t k = 0; k < n; ++k) out[k * kGemmCols + c] = x[k];
@@ -8843,6 +8848,14 @@ struct Context::Impl {
     Status forward(const int32_t* toks, int m, float* logits_out, bool all_rows);
     detail::Act make_act(const float* src, int64_t m, int64_t n, detail::Type vt, int slot);
     void matmul(const detail::Weight& w, const detail::Act& a, int64_t m, float* y);
+    // f(i) for the rows i < m of a batch, on the threads when the rows hold
+    // enough work (cost: about the operations of one row).
+    template <class F>
+    void each_row(int64_t m, int64_t cost, F&& f) {
+        par.for_range(m, std::max<int64_t>(1, (int64_t(1) << 15) / std::max<int64_t>(1, cost)), [&](int64_t b, int64_t e, int) {
+            for (int64_t i = b; i < e; ++i) f(i);
+        });
+    }
     void matmul_n(int count, const detail::Weight* const* ws, const detail::Act* const* as, int64_t m, float* const* ys);
     void attention(int layer, int m, int n_past);
     // The abort callback is polled between layers and inside attention; once it
@@ -8878,15 +8891,6 @@ Status Context::Impl::init() {
 #else
     n_threads = 1;
 #endif
-    if (params.parallel_for) {
-        par.host = params.parallel_for;
-        par.host_user = params.parallel_for_user;
-    } else {
-        Status st = pool.start(n_threads);
-        if (!st.ok()) return st;
-        par.pool = &pool;
-    }
-    par.n_threads = n_threads;
     n_chunks_max = n_threads > 1 ? n_threads * 4 : 1;
     attn_block = std::max(1, std::min(n_ctx, g_attn_block));
 
@@ -8898,25 +8902,49 @@ Status Context::Impl::init() {
         cache_elems > (uint64_t(1) << 40))
         return error(StatusCode::out_of_memory, "KV cache for n_ctx %d is too large", n_ctx);
     kv_es = params.kv_f16 ? 2 : 4;
+    // Every buffer's size first, so that a memory limit is checked before
+    // anything is allocated. B <= 2^20 and each width <= 2^24: no overflow.
+    const size_t n_max = std::max({E, Q, F});
+    const size_t out_elems = B * std::max(E, static_cast<size_t>(hp.n_vocab));
+    const size_t rope_elems = B * static_cast<size_t>(std::max(hp.n_rot, 2));
+    const size_t qkv_elems = hp.traits.fused_qkv ? B * (Q + 2 * KV) : 0;
+    const size_t scores_elems = static_cast<size_t>(n_chunks_max) * static_cast<size_t>(attn_block + 2 * hp.head_dim);
+    act_bytes_per_buf = B * n_max * sizeof(float);
+    // The prompt GEMM's buffers are sized for the widest input row and every
+    // packing kind (F32 is the largest).
+    gemm_tile_stride = B > 1 ? (n_max * 4 * detail::kGemmRows + 63) / 64 * 64 : 0;
+    const size_t panel_bytes = B > 1 ? (B + detail::kGemmCols - 1) / detail::kGemmCols * detail::kGemmCols * n_max * 4 : 0;
+    const size_t tiles_bytes = static_cast<size_t>(n_chunks_max) * gemm_tile_stride;
+    const uint64_t kv_total = cache_elems * kv_es * 2;
+    const uint64_t scratch_total =
+        sizeof(float) * (2 * B * E + 2 * B * Q + 2 * B * KV + 2 * B * F + out_elems + rope_elems + qkv_elems + scores_elems) +
+        3 * act_bytes_per_buf + panel_bytes + tiles_bytes;
+    if (params.max_memory_bytes > 0 && kv_total + scratch_total > params.max_memory_bytes)
+        return error(StatusCode::out_of_memory,
+                     "n_ctx %d needs %llu bytes (KV cache %llu + scratch %llu), over the memory limit of %zu bytes", n_ctx,
+                     static_cast<unsigned long long>(kv_total + scratch_total), static_cast<unsigned long long>(kv_total),
+                     static_cast<unsigned long long>(scratch_total), params.max_memory_bytes);
+
+    if (params.parallel_for) {
+        par.host = params.parallel_for;
+        par.host_user = params.parallel_for_user;
+    } else {
+        Status st = pool.start(n_threads);
+        if (!st.ok()) return st;
+        par.pool = &pool;
+    }
+    par.n_threads = n_threads;
+
     bool ok = kcache.allocate(cache_elems * kv_es) && vcache.allocate(cache_elems * kv_es);
     ok = ok && x.allocate(B * E) && xn.allocate(B * E) && q.allocate(B * Q) && k.allocate(B * KV) &&
          v.allocate(B * KV) && att.allocate(B * Q) && gate.allocate(B * F) && up.allocate(B * F) &&
-         out.allocate(B * std::max(E, static_cast<size_t>(hp.n_vocab))) &&
-         rope_cs.allocate(B * static_cast<size_t>(std::max(hp.n_rot, 2))) &&
-         (!hp.traits.fused_qkv || qkv.allocate(B * (Q + 2 * KV))) &&
-         scores.allocate(static_cast<size_t>(n_chunks_max) * static_cast<size_t>(attn_block + 2 * hp.head_dim));
-    act_bytes_per_buf = B * std::max({E, Q, F}) * sizeof(float);
+         out.allocate(out_elems) && rope_cs.allocate(rope_elems) && qkv.allocate(qkv_elems) &&
+         scores.allocate(scores_elems);
     for (auto& b : act_buf) ok = ok && b.allocate(act_bytes_per_buf);
-    if (B > 1) {
-        // Sized for the widest input row and every packing kind (F32 is the largest).
-        const size_t n_max = std::max({E, Q, F});
-        gemm_tile_stride = (n_max * 4 * detail::kGemmRows + 63) / 64 * 64;
-        ok = ok && gemm_panel.allocate((B + detail::kGemmCols - 1) / detail::kGemmCols * detail::kGemmCols * n_max * 4) &&
-             gemm_tiles.allocate(static_cast<size_t>(n_chunks_max) * gemm_tile_stride);
-    }
+    ok = ok && gemm_panel.allocate(panel_bytes) && gemm_tiles.allocate(tiles_bytes);
     if (!ok)
-        return error(StatusCode::out_of_memory, "cannot allocate the KV cache (%zu bytes) and scratch for n_ctx %d",
-                     static_cast<size_t>(cache_elems * 2 * kv_es), n_ctx);
+        return error(StatusCode::out_of_memory, "cannot allocate the KV cache (%llu bytes) and scratch (%llu bytes) for n_ctx %d",
+                     static_cast<unsigned long long>(kv_total), static_cast<unsigned long long>(scratch_total), n_ctx);
     last_logits.assign(static_cast<size_t>(hp.n_vocab), 0.0f);
     if (hp.traits.ffn == FfnKind::gelu) gelu = gelu_table();
     return Status();
@@ -9132,8 +9160,9 @@ Status Context::Impl::forward(const int32_t* toks, int n_tok, float* logits_out,
     for (int l = 0; l < hp.n_layer; ++l) {
         if (aborted()) return error(StatusCode::aborted, "aborted by the abort callback");
         const LayerWeights& L = M.layers[static_cast<size_t>(l)];
-        for (int i = 0; i < m; ++i)
+        each_row(m, E, [&](int64_t i) {
             norm(x.data() + static_cast<size_t>(i) * E, L.attn_norm, L.attn_norm_b, xn.data() + static_cast<size_t>(i) * E);
+        });
 
         // Q, K, V projections (the activations converted once per format).
         if (arch.fused_qkv) {
@@ -9183,12 +9212,14 @@ Status Context::Impl::forward(const int32_t* toks, int n_tok, float* logits_out,
         Act ao = make_act(att.data(), m, Qd, vec_dot_type(L.wo.type), 0);
         matmul(L.wo, ao, m, out.data());
         add_bias(out.data(), L.bo, m, E);
-        for (size_t i = 0; i < static_cast<size_t>(m) * E; ++i) x[i] += out[i];
+        each_row(m, E, [&](int64_t i) {
+            for (size_t j = static_cast<size_t>(i) * E; j < static_cast<size_t>(i + 1) * E; ++j) x[j] += out[j];
+        });
 
         // Feed-forward: down(silu(gate(x)) * up(x)), or down(gelu(up(x) + b) + b).
-        for (int i = 0; i < m; ++i)
+        each_row(m, E, [&](int64_t i) {
             norm(x.data() + static_cast<size_t>(i) * E, L.ffn_norm, L.ffn_norm_b, xn.data() + static_cast<size_t>(i) * E);
-        const size_t mF = static_cast<size_t>(m) * F;
+        });
         if (arch.ffn == FfnKind::swiglu) {
             const Type tg = vec_dot_type(L.w_gate.type), tu = vec_dot_type(L.w_up.type);
             Act ag = make_act(xn.data(), m, E, tg, 0);
@@ -9197,18 +9228,24 @@ Status Context::Impl::forward(const int32_t* toks, int n_tok, float* logits_out,
             const Act* as[2] = {&ag, &au};
             float* ys[2] = {gate.data(), up.data()};
             matmul_n(2, ws, as, m, ys);
-            for (size_t i = 0; i < mF; ++i) gate[i] = silu(gate[i]) * up[i];
+            each_row(m, 8 * F, [&](int64_t i) {
+                for (size_t j = static_cast<size_t>(i) * F; j < static_cast<size_t>(i + 1) * F; ++j) gate[j] = silu(gate[j]) * up[j];
+            });
         } else {
             Act au = make_act(xn.data(), m, E, vec_dot_type(L.w_up.type), 0);
             matmul(L.w_up, au, m, gate.data());
             add_bias(gate.data(), L.b_up, m, F);
-            for (size_t i = 0; i < mF; ++i) gate[i] = detail::gelu(gate[i], gelu);
+            each_row(m, 8 * F, [&](int64_t i) {
+                for (size_t j = static_cast<size_t>(i) * F; j < static_cast<size_t>(i + 1) * F; ++j) gate[j] = detail::gelu(gate[j], gelu);
+            });
         }
         Act ad = make_act(gate.data(), m, F, vec_dot_type(L.w_down.type), 0);
         if (aborted()) return error(StatusCode::aborted, "aborted by the abort callback");
         matmul(L.w_down, ad, m, out.data());
         add_bias(out.data(), L.b_down, m, E);
-        for (size_t i = 0; i < static_cast<size_t>(m) * E; ++i) x[i] += out[i];
+        each_row(m, E, [&](int64_t i) {
+            for (size_t j = static_cast<size_t>(i) * E; j < static_cast<size_t>(i + 1) * E; ++j) x[j] += out[j];
+        });
     }
     if (aborted()) return error(StatusCode::aborted, "aborted by the abort callback");
 
@@ -9232,59 +9269,68 @@ Context::~Context() = default;
 
 Status Context::create(std::shared_ptr<const Model> model, const ContextParams& params, std::unique_ptr<Context>& out) {
     out.reset();
-    if (!model) return detail::error(StatusCode::invalid_argument, "Context::create: no model");
-    if (model->impl().vocab_only)
-        return detail::error(StatusCode::invalid_argument, "Context::create: the model was loaded with vocab_only");
-    std::unique_ptr<Context> c(new Context());
-    c->impl_->model_ref = model;
-    c->impl_->m = &model->impl();
-    c->impl_->params = params;
-    Status st = c->impl_->init();
-    if (!st.ok()) return st;
-    detail::log_msg(LogLevel::info, "context: %d tokens, KV cache %.2f MB, scratch %.2f MB, %d threads", c->impl_->n_ctx,
-                    static_cast<double>(c->kv_cache_bytes()) / 1e6, static_cast<double>(c->scratch_bytes()) / 1e6,
-                    c->impl_->n_threads);
-    out = std::move(c);
-    return Status();
+    return detail::guard("Context::create", [&]() -> Status {
+        if (!model) return detail::error(StatusCode::invalid_argument, "Context::create: no model");
+        if (model->impl().vocab_only)
+            return detail::error(StatusCode::invalid_argument, "Context::create: the model was loaded with vocab_only");
+        std::unique_ptr<Context> c(new Context());
+        c->impl_->model_ref = model;
+        c->impl_->m = &model->impl();
+        c->impl_->params = params;
+        Status st = c->impl_->init();
+        if (!st.ok()) return st;
+        detail::log_msg(LogLevel::info, "context: %d tokens, KV cache %.2f MB, scratch %.2f MB, %d threads", c->impl_->n_ctx,
+                        static_cast<double>(c->kv_cache_bytes()) / 1e6, static_cast<double>(c->scratch_bytes()) / 1e6,
+                        c->impl_->n_threads);
+        out = std::move(c);
+        return Status();
+    });
 }
 
 Status Context::eval(const int32_t* toks, size_t n, std::vector<float>* all_logits) {
-    Impl& c = *impl_;
-    if (n == 0) return detail::error(StatusCode::invalid_argument, "eval: no tokens");
-    if (!toks) return detail::error(StatusCode::invalid_argument, "eval: null token array");
-    const int V = c.hp.n_vocab;
-    for (size_t i = 0; i < n; ++i)
-        if (toks[i] < 0 || toks[i] >= V)
-            return detail::error(StatusCode::invalid_argument, "eval: token id %d at index %zu is outside [0, %d)", toks[i], i, V);
-    if (!c.params.context_shift && n > static_cast<size_t>(c.n_ctx) - c.tokens.size())
-        return detail::error(StatusCode::context_full, "eval: %zu tokens do not fit: %zu of %d context positions are used",
-                             n, c.tokens.size(), c.n_ctx);
-    if (all_logits) all_logits->assign(n * static_cast<size_t>(V), 0.0f);
-    size_t done = 0;
-    while (done < n) {
-        const int m = static_cast<int>(std::min(n - done, static_cast<size_t>(c.n_batch)));
-        const bool last = done + static_cast<size_t>(m) == n;
-        if (c.tokens.size() + static_cast<size_t>(m) > static_cast<size_t>(c.n_ctx)) {
-            // Context shift: drop the older half of what follows the kept prefix.
-            const int n_past = detail::n_past_of(c), keep = std::max(0, std::min(c.params.n_keep, n_past));
-            const int discard = std::max((n_past - keep) / 2, n_past + m - c.n_ctx);
-            if (keep + discard > n_past)
-                return detail::error(StatusCode::context_full,
-                                     "eval: no room for %d tokens: %d context positions, %d kept", m, c.n_ctx, keep);
-            Status st = shift(keep, discard);
+    return detail::guard("Context::eval", [&]() -> Status {
+        Impl& c = *impl_;
+        if (n == 0) return detail::error(StatusCode::invalid_argument, "eval: no tokens");
+        if (!toks) return detail::error(StatusCode::invalid_argument, "eval: null token array");
+        const int V = c.hp.n_vocab;
+        for (size_t i = 0; i < n; ++i)
+            if (toks[i] < 0 || toks[i] >= V)
+                return detail::error(StatusCode::invalid_argument, "eval: token id %d at index %zu is outside [0, %d)", toks[i], i, V);
+        if (!c.params.context_shift && n > static_cast<size_t>(c.n_ctx) - c.tokens.size())
+            return detail::error(StatusCode::context_full, "eval: %zu tokens do not fit: %zu of %d context positions are used",
+                                 n, c.tokens.size(), c.n_ctx);
+        if (all_logits) all_logits->assign(n * static_cast<size_t>(V), 0.0f);
+        size_t done = 0;
+        while (done < n) {
+            int m = static_cast<int>(std::min(n - done, static_cast<size_t>(c.n_batch)));
+            if (c.params.context_shift) {
+                // A batch must fit beside the kept prefix once the window has shifted.
+                const int room = c.n_ctx - std::max(0, std::min(c.params.n_keep, detail::n_past_of(c)));
+                if (room > 0) m = std::min(m, room);
+            }
+            const bool last = done + static_cast<size_t>(m) == n;
+            if (c.tokens.size() + static_cast<size_t>(m) > static_cast<size_t>(c.n_ctx)) {
+                // Context shift: drop the older half of what follows the kept prefix.
+                const int n_past = detail::n_past_of(c), keep = std::max(0, std::min(c.params.n_keep, n_past));
+                const int discard = std::max((n_past - keep) / 2, n_past + m - c.n_ctx);
+                if (keep + discard > n_past)
+                    return detail::error(StatusCode::context_full,
+                                         "eval: no room for %d tokens: %d context positions, %d kept", m, c.n_ctx, keep);
+                Status st = shift(keep, discard);
+                if (!st.ok()) return st;
+            }
+            float* dst = all_logits ? all_logits->data() + done * V : c.out.data();
+            c.abort_flag.store(false);
+            Status st = c.forward(toks + done, m, dst, all_logits != nullptr);
             if (!st.ok()) return st;
+            if (last) {
+                const float* row = all_logits ? dst + static_cast<size_t>(m - 1) * V : dst;
+                std::memcpy(c.last_logits.data(), row, sizeof(float) * V);
+            }
+            done += static_cast<size_t>(m);
         }
-        float* dst = all_logits ? all_logits->data() + done * V : c.out.data();
-        c.abort_flag.store(false);
-        Status st = c.forward(toks + done, m, dst, all_logits != nullptr);
-        if (!st.ok()) return st;
-        if (last) {
-            const float* row = all_logits ? dst + static_cast<size_t>(m - 1) * V : dst;
-            std::memcpy(c.last_logits.data(), row, sizeof(float) * V);
-        }
-        done += static_cast<size_t>(m);
-    }
-    return Status();
+        return Status();
+    });
 }
 
 Status Context::shift(int n_keep, int n_discard) {
@@ -9321,66 +9367,70 @@ constexpr uint32_t kStateVersion = 2;
 }  // namespace detail
 
 Status Context::state_save(std::vector<uint8_t>& out) const {
-    const Impl& c = *impl_;
-    const detail::Hparams& hp = c.hp;
-    const uint32_t head[7] = {detail::kStateMagic, detail::kStateVersion, static_cast<uint32_t>(hp.n_layer),
-                              static_cast<uint32_t>(hp.kv_dim()), static_cast<uint32_t>(hp.n_vocab),
-                              static_cast<uint32_t>(c.tokens.size()), static_cast<uint32_t>(c.kv_es)};
-    const size_t n = c.tokens.size(), KV = static_cast<size_t>(hp.kv_dim()) * c.kv_es;  // bytes per cached row
-    out.clear();
-    out.reserve(sizeof head + n * 4 + c.last_logits.size() * 4 + 2 * hp.n_layer * n * KV);
-    auto put = [&](const void* p, size_t bytes) {
-        const uint8_t* b = static_cast<const uint8_t*>(p);
-        out.insert(out.end(), b, b + bytes);
-    };
-    put(head, sizeof head);
-    put(c.tokens.data(), n * sizeof(int32_t));
-    put(c.last_logits.data(), c.last_logits.size() * sizeof(float));
-    for (int l = 0; l < hp.n_layer; ++l) {
-        const size_t off = static_cast<size_t>(l) * c.n_ctx * KV;
-        put(c.kcache.data() + off, n * KV);
-        put(c.vcache.data() + off, n * KV);
-    }
-    return Status();
+    return detail::guard("Context::state_save", [&]() -> Status {
+        const Impl& c = *impl_;
+        const detail::Hparams& hp = c.hp;
+        const uint32_t head[7] = {detail::kStateMagic, detail::kStateVersion, static_cast<uint32_t>(hp.n_layer),
+                                  static_cast<uint32_t>(hp.kv_dim()), static_cast<uint32_t>(hp.n_vocab),
+                                  static_cast<uint32_t>(c.tokens.size()), static_cast<uint32_t>(c.kv_es)};
+        const size_t n = c.tokens.size(), KV = static_cast<size_t>(hp.kv_dim()) * c.kv_es;  // bytes per cached row
+        out.clear();
+        out.reserve(sizeof head + n * 4 + c.last_logits.size() * 4 + 2 * hp.n_layer * n * KV);
+        auto put = [&](const void* p, size_t bytes) {
+            const uint8_t* b = static_cast<const uint8_t*>(p);
+            out.insert(out.end(), b, b + bytes);
+        };
+        put(head, sizeof head);
+        put(c.tokens.data(), n * sizeof(int32_t));
+        put(c.last_logits.data(), c.last_logits.size() * sizeof(float));
+        for (int l = 0; l < hp.n_layer; ++l) {
+            const size_t off = static_cast<size_t>(l) * c.n_ctx * KV;
+            put(c.kcache.data() + off, n * KV);
+            put(c.vcache.data() + off, n * KV);
+        }
+        return Status();
+    });
 }
 
 Status Context::state_load(const uint8_t* data, size_t size) {
-    using namespace detail;
-    Impl& c = *impl_;
-    const Hparams& hp = c.hp;
-    uint32_t head[7];
-    if (!data || size < sizeof head) return error(StatusCode::bad_format, "state_load: the state is truncated");
-    std::memcpy(head, data, sizeof head);
-    if (head[0] != kStateMagic || head[1] != kStateVersion)
-        return error(StatusCode::bad_format, "state_load: not a minigpt state (or another version)");
-    if (head[2] != static_cast<uint32_t>(hp.n_layer) || head[3] != static_cast<uint32_t>(hp.kv_dim()) ||
-        head[4] != static_cast<uint32_t>(hp.n_vocab))
-        return error(StatusCode::invalid_argument, "state_load: the state belongs to a different model");
-    if (head[6] != c.kv_es)
-        return error(StatusCode::invalid_argument, "state_load: the state's KV cache is %s, this context's is %s",
-                     head[6] == 2 ? "F16" : "F32", c.kv_es == 2 ? "F16" : "F32");
-    const size_t n = head[5], KV = static_cast<size_t>(hp.kv_dim()) * c.kv_es;  // bytes per cached row
-    if (n > static_cast<size_t>(c.n_ctx))
-        return error(StatusCode::context_full, "state_load: %zu tokens do not fit a context of %d", n, c.n_ctx);
-    const size_t need = sizeof head + n * 4 + static_cast<size_t>(hp.n_vocab) * 4 + 2 * static_cast<size_t>(hp.n_layer) * n * KV;
-    if (size != need) return error(StatusCode::bad_format, "state_load: %zu bytes, expected %zu", size, need);
-    const uint8_t* p = data + sizeof head;
-    std::vector<int32_t> toks(n);
-    std::memcpy(toks.data(), p, n * 4);
-    p += n * 4;
-    for (int32_t t : toks)
-        if (t < 0 || t >= hp.n_vocab) return error(StatusCode::bad_format, "state_load: token id %d out of range", t);
-    std::memcpy(c.last_logits.data(), p, static_cast<size_t>(hp.n_vocab) * 4);
-    p += static_cast<size_t>(hp.n_vocab) * 4;
-    for (int l = 0; l < hp.n_layer; ++l) {
-        const size_t off = static_cast<size_t>(l) * c.n_ctx * KV;
-        std::memcpy(c.kcache.data() + off, p, n * KV);
-        p += n * KV;
-        std::memcpy(c.vcache.data() + off, p, n * KV);
-        p += n * KV;
-    }
-    c.tokens = std::move(toks);
-    return Status();
+    return detail::guard("Context::state_load", [&]() -> Status {
+        using namespace detail;
+        Impl& c = *impl_;
+        const Hparams& hp = c.hp;
+        uint32_t head[7];
+        if (!data || size < sizeof head) return error(StatusCode::bad_format, "state_load: the state is truncated");
+        std::memcpy(head, data, sizeof head);
+        if (head[0] != kStateMagic || head[1] != kStateVersion)
+            return error(StatusCode::bad_format, "state_load: not a minigpt state (or another version)");
+        if (head[2] != static_cast<uint32_t>(hp.n_layer) || head[3] != static_cast<uint32_t>(hp.kv_dim()) ||
+            head[4] != static_cast<uint32_t>(hp.n_vocab))
+            return error(StatusCode::invalid_argument, "state_load: the state belongs to a different model");
+        if (head[6] != c.kv_es)
+            return error(StatusCode::invalid_argument, "state_load: the state's KV cache is %s, this context's is %s",
+                         head[6] == 2 ? "F16" : "F32", c.kv_es == 2 ? "F16" : "F32");
+        const size_t n = head[5], KV = static_cast<size_t>(hp.kv_dim()) * c.kv_es;  // bytes per cached row
+        if (n > static_cast<size_t>(c.n_ctx))
+            return error(StatusCode::context_full, "state_load: %zu tokens do not fit a context of %d", n, c.n_ctx);
+        const size_t need = sizeof head + n * 4 + static_cast<size_t>(hp.n_vocab) * 4 + 2 * static_cast<size_t>(hp.n_layer) * n * KV;
+        if (size != need) return error(StatusCode::bad_format, "state_load: %zu bytes, expected %zu", size, need);
+        const uint8_t* p = data + sizeof head;
+        std::vector<int32_t> toks(n);
+        std::memcpy(toks.data(), p, n * 4);
+        p += n * 4;
+        for (int32_t t : toks)
+            if (t < 0 || t >= hp.n_vocab) return error(StatusCode::bad_format, "state_load: token id %d out of range", t);
+        std::memcpy(c.last_logits.data(), p, static_cast<size_t>(hp.n_vocab) * 4);
+        p += static_cast<size_t>(hp.n_vocab) * 4;
+        for (int l = 0; l < hp.n_layer; ++l) {
+            const size_t off = static_cast<size_t>(l) * c.n_ctx * KV;
+            std::memcpy(c.kcache.data() + off, p, n * KV);
+            p += n * KV;
+            std::memcpy(c.vcache.data() + off, p, n * KV);
+            p += n * KV;
+        }
+        c.tokens = std::move(toks);
+        return Status();
+    });
 }
 
 const float* Context::logits() const { return impl_->last_logits.data(); }

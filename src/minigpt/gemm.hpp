@@ -157,8 +157,13 @@ inline void gemm_pack_panels(Type wt, const void* A, size_t a_row_bytes, int64_t
                 if (!row) {
                     for (int64_t k = 0; k < n; ++k) out[k * kGemmCols + c] = 0.0f;
                 } else if (at == Type::F16) {
-                    const uint16_t* h = reinterpret_cast<const uint16_t*>(row);
-                    for (int64_t k = 0; k < n; ++k) out[k * kGemmCols + c] = fp16_to_fp32(h[k]);
+                    // Widened a slice at a time with the vector conversion of dequantize_row.
+                    float tmp[256];
+                    for (int64_t k0 = 0; k0 < n; k0 += 256) {
+                        const int64_t len = std::min<int64_t>(256, n - k0);
+                        dequantize_row(Type::F16, row + 2 * k0, tmp, len);
+                        for (int64_t k = 0; k < len; ++k) out[(k0 + k) * kGemmCols + c] = tmp[k];
+                    }
                 } else {
                     const float* x = reinterpret_cast<const float*>(row);
                     for (int64_t k = 0; k < n; ++k) out[k * kGemmCols + c] = x[k];
