@@ -3815,6 +3815,46 @@ inline void dot4_q(int64_t n, const uint8_t* w, size_t ws, const BlockQ8_0* y, f
     }
 }
 
+// Q4_0 weight rows against one Q8_0 activation row. What depends only on the
+// activation is computed once for all rows, per pair of blocks: the 64 bytes,
+// sum(8 * a) lane by lane, and the two scales. Rows longer than kQ4Pairs * 64
+// use vec_dot_q4_0.
+constexpr int64_t kQ4Pairs = 64;
+inline void matvec_q4_0(int64_t n, const uint8_t* w, size_t ws, int64_t r0, int64_t r1, const BlockQ8_0* y, float* out) {
+    const int64_t nb = n / QK4_0, pairs = nb / 2;
+    if (pairs > kQ4Pairs || nb % 2 != 0) {
+        for (int64_t r = r0; r < r1; ++r) out[r] = vec_dot_q4_0(n, w + static_cast<size_t>(r) * ws, y);
+        return;
+    }
+    __m512i act[kQ4Pairs], corr[kQ4Pairs];
+    __m512 da[kQ4Pairs];
+    const __m512i eight = _mm512_set1_epi8(8);
+    for (int64_t p = 0; p < pairs; ++p) {
+        act[p] = join(load_q8(y[2 * p].qs), load_q8(y[2 * p + 1].qs));
+        corr[p] = dot_u8s8(eight, act[p]);
+        da[p] = scales2(avx2::h2f(y[2 * p].d), avx2::h2f(y[2 * p + 1].d));
+    }
+    for (int64_t r = r0; r < r1; ++r) {
+        const BlockQ4_0* x = reinterpret_cast<const BlockQ4_0*>(w + static_cast<size_t>(r) * ws);
+        __m512 acc0 = _mm512_setzero_ps(), acc1 = _mm512_setzero_ps();
+        int64_t p = 0;
+        for (; p + 2 <= pairs; p += 2) {
+            const __m512i p0 = _mm512_sub_epi32(dot_u8s8(nibbles2_q4_0(x[2 * p].qs, x[2 * p + 1].qs), act[p]), corr[p]);
+            const __m512i p1 = _mm512_sub_epi32(dot_u8s8(nibbles2_q4_0(x[2 * p + 2].qs, x[2 * p + 3].qs), act[p + 1]), corr[p + 1]);
+            const __m512 d0 = _mm512_mul_ps(da[p], scales2(avx2::h2f(x[2 * p].d), avx2::h2f(x[2 * p + 1].d)));
+            const __m512 d1 = _mm512_mul_ps(da[p + 1], scales2(avx2::h2f(x[2 * p + 2].d), avx2::h2f(x[2 * p + 3].d)));
+            acc0 = _mm512_fmadd_ps(d0, _mm512_maskz_cvtepi32_ps(__mmask16(0xFFFF), p0), acc0);
+            acc1 = _mm512_fmadd_ps(d1, _mm512_maskz_cvtepi32_ps(__mmask16(0xFFFF), p1), acc1);
+        }
+        if (p < pairs) {
+            const __m512i p0 = _mm512_sub_epi32(dot_u8s8(nibbles2_q4_0(x[2 * p].qs, x[2 * p + 1].qs), act[p]), corr[p]);
+            const __m512 d0 = _mm512_mul_ps(da[p], scales2(avx2::h2f(x[2 * p].d), avx2::h2f(x[2 * p + 1].d)));
+            acc0 = _mm512_fmadd_ps(d0, _mm512_maskz_cvtepi32_ps(__mmask16(0xFFFF), p0), acc0);
+        }
+        out[r] = hsum(_mm512_add_ps(acc0, acc1));
+    }
+}
+
 inline void matmul_rows(Type wt, const void* W, size_t w_row_bytes, int64_t n, int64_t r0, int64_t r1,
                         const void* A, size_t a_row_bytes, int64_t m, float* Y, int64_t ldy) {
     VecDotFn dot = vec_dot_fn(wt);
@@ -3822,6 +3862,10 @@ inline void matmul_rows(Type wt, const void* W, size_t w_row_bytes, int64_t n, i
     // One activation row: row by row (one stream through memory reads at full
     // bandwidth; four interleaved rows do not). Several: four rows share each
     // activation load.
+    if (m == 1 && wt == Type::Q4_0) {
+        matvec_q4_0(n, static_cast<const uint8_t*>(W), w_row_bytes, r0, r1, static_cast<const BlockQ8_0*>(A), Y);
+        return;
+    }
     if (m == 1 || (wt != Type::F32 && wt != Type::Q8_0 && wt != Type::Q4_0)) {
         matmul_rows_generic(dot, W, w_row_bytes, n, r0, r1, A, a_row_bytes, m, Y, ldy);
         return;
@@ -4431,6 +4475,58 @@ inline VecDotFn vec_dot_fn(Type wt) { return kernels_best::vec_dot_fn(wt); }
 inline float dot_f32(const float* a, const float* b, int64_t n) { return kernels_best::dot_f32(a, b, n); }
 inline void axpy_f32(int64_t n, float a, const float* x, float* y) { kernels_best::axpy_f32(n, a, x, y); }
 inline void scale_f32(int64_t n, float a, float* y) { kernels_best::scale_f32(n, a, y); }
+
+#if defined(MINIGPT_AVX512)
+// e^x for 16 floats: x = n ln2 + r with |r| <= ln2 / 2, e^r by its Taylor
+// series to r^7 (truncation below 1e-8 relative), times 2^n with scalef (which
+// gives inf and 0 at the ends). Within 2 ulp of std::exp; NaN stays NaN.
+inline __m512 exp16(__m512 x) {
+    // (zero-masking forms with a full mask: the plain ones start from an
+    // "undefined" register that g++ 12 reports as uninitialized)
+    const __mmask16 all = 0xFFFF;
+    x = _mm512_maskz_max_ps(all, _mm512_set1_ps(-104.0f), _mm512_maskz_min_ps(all, _mm512_set1_ps(89.0f), x));
+    const __m512 n = _mm512_maskz_roundscale_ps(all, _mm512_mul_ps(x, _mm512_set1_ps(1.44269504088896341f)), _MM_FROUND_TO_NEAREST_INT);
+    __m512 r = _mm512_fnmadd_ps(n, _mm512_set1_ps(0.693145751953125f), x);  // ln2, high part (exact product)
+    r = _mm512_fnmadd_ps(n, _mm512_set1_ps(1.428606765330187e-06f), r);     // ln2, the rest
+    __m512 p = _mm512_set1_ps(1.0f / 5040.0f);
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f / 720.0f));
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f / 120.0f));
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f / 24.0f));
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f / 6.0f));
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(0.5f));
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f));
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f));
+    return _mm512_maskz_scalef_ps(all, p, n);
+}
+#endif
+
+// y[i] = e^(x[i]) (y may be x).
+inline void exp_f32(int64_t n, const float* x, float* y) {
+    int64_t i = 0;
+#if defined(MINIGPT_AVX512)
+    for (; i + 16 <= n; i += 16) _mm512_storeu_ps(y + i, exp16(_mm512_loadu_ps(x + i)));
+    if (i < n) {
+        const __mmask16 k = static_cast<__mmask16>((1u << (n - i)) - 1u);
+        _mm512_mask_storeu_ps(y + i, k, exp16(_mm512_maskz_loadu_ps(k, x + i)));
+        return;
+    }
+#endif
+    for (; i < n; ++i) y[i] = std::exp(x[i]);
+}
+
+// g[i] = silu(g[i]) * u[i] = g[i] / (1 + e^-g[i]) * u[i].
+inline void silu_mul_f32(int64_t n, float* g, const float* u) {
+    int64_t i = 0;
+#if defined(MINIGPT_AVX512)
+    const __m512 one = _mm512_set1_ps(1.0f);
+    for (; i + 16 <= n; i += 16) {
+        const __m512 x = _mm512_loadu_ps(g + i);
+        const __m512 e = exp16(_mm512_sub_ps(_mm512_setzero_ps(), x));
+        _mm512_storeu_ps(g + i, _mm512_mul_ps(_mm512_div_ps(x, _mm512_add_ps(one, e)), _mm512_loadu_ps(u + i)));
+    }
+#endif
+    for (; i < n; ++i) g[i] = g[i] / (1.0f + std::exp(-g[i])) * u[i];
+}
 
 // For every weight row r in [r0, r1) and activation row j in [0, m):
 //   Y[j*ldy + r] = dot(W row r, A row j)
@@ -8744,7 +8840,6 @@ inline void layer_norm(const float* x, const float* w, const float* b, float* y,
     for (int64_t i = 0; i < n; ++i) y[i] = y[i] * scale * w[i] + (b ? b[i] : 0.0f);
 }
 
-inline float silu(float x) { return x / (1.0f + std::exp(-x)); }
 
 // GELU (tanh form) evaluated as y = f16(gelu(f16(x))) for |x| < 10, through a
 // table over every half-precision value: the numbers GPT-2 models were
@@ -9103,8 +9198,10 @@ void Context::Impl::attention(int layer, int m, int n_past) {
                     }
                     mx = bmax;
                 }
+                for (int t = t0; t < t1; ++t) s[t - t0] -= mx;
+                exp_f32(t1 - t0, s, s);
                 for (int t = t0; t < t1; ++t) {
-                    const float w = std::exp(s[t - t0] - mx);
+                    const float w = s[t - t0];
                     sum += w;
                     const float* vt;
                     if (es == 4) {
@@ -9229,7 +9326,7 @@ Status Context::Impl::forward(const int32_t* toks, int n_tok, float* logits_out,
             float* ys[2] = {gate.data(), up.data()};
             matmul_n(2, ws, as, m, ys);
             each_row(m, 8 * F, [&](int64_t i) {
-                for (size_t j = static_cast<size_t>(i) * F; j < static_cast<size_t>(i + 1) * F; ++j) gate[j] = silu(gate[j]) * up[j];
+                silu_mul_f32(F, gate.data() + static_cast<size_t>(i) * F, up.data() + static_cast<size_t>(i) * F);
             });
         } else {
             Act au = make_act(xn.data(), m, E, vec_dot_type(L.w_up.type), 0);

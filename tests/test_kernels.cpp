@@ -496,9 +496,9 @@ TEST_CASE("matmul_rows matches a naive loop for odd m and row ranges") {
     const int64_t R = 37;  // weight rows
     for (Type t : kTypes) {
         const Type at = vec_dot_type(t);
-        const int64_t nlist_f[] = {67, 1, 256};
-        const int64_t nlist_q[] = {96, 32, 4096};
-        for (int ni = 0; ni < 3; ++ni) {
+        const int64_t nlist_f[] = {67, 1, 256, 130};
+        const int64_t nlist_q[] = {96, 32, 4096, 192};  // 192: an odd number of block pairs
+        for (int ni = 0; ni < 4; ++ni) {
             const int64_t n = type_info(t).block_size == 1 ? nlist_f[ni] : nlist_q[ni];
             const size_t wrb = row_bytes(t, n), arb = row_bytes(at, n);
             std::vector<uint8_t> W(wrb * R);
@@ -1123,4 +1123,38 @@ TEST_CASE("gemm_rows matches scalar vec_dot for every type it handles, odd m and
 #else
     MESSAGE("gemm kinds covered: " << covered);
 #endif
+}
+
+TEST_CASE("exp_f32 and silu_mul_f32 agree with std::exp") {
+    std::vector<float> x;
+    for (int i = -870000; i <= 887000; i += 7) x.push_back(static_cast<float>(i) * 1e-4f);
+    for (float v : {0.0f, -0.0f, 1e-30f, -1e-30f, 0.34657f, -0.34657f, 88.72f, -87.33f}) x.push_back(v);
+    std::vector<float> y(x.size());
+    exp_f32(static_cast<int64_t>(x.size()), x.data(), y.data());
+    double worst = 0;
+    for (size_t i = 0; i < x.size(); ++i) {
+        const double ref = std::exp(static_cast<double>(x[i]));
+        worst = std::max(worst, std::fabs(y[i] - ref) / ref);
+    }
+    MESSAGE("exp_f32: worst relative error " << worst << " over " << x.size() << " values");
+    CHECK(worst < 4e-7);  // about 3 ulp
+    // Ends: underflow to 0, overflow to inf, NaN kept; odd lengths use the tail path.
+    float ends[5] = {-200.0f, -1e30f, 100.0f, std::numeric_limits<float>::infinity(), std::nanf("")};
+    exp_f32(5, ends, ends);
+    CHECK(ends[0] == 0.0f);
+    CHECK(ends[1] == 0.0f);
+    CHECK(std::isinf(ends[2]));
+    CHECK(std::isinf(ends[3]));
+    CHECK(std::isnan(ends[4]));
+
+    std::mt19937 rng(5);
+    std::vector<float> g = random_floats(rng, 1001, 6.0f), u = random_floats(rng, 1001);
+    std::vector<float> out = g;
+    silu_mul_f32(1001, out.data(), u.data());
+    int bad = 0;
+    for (size_t i = 0; i < g.size(); ++i) {
+        const double ref = g[i] / (1.0 + std::exp(-static_cast<double>(g[i]))) * u[i];
+        if (!(std::fabs(out[i] - ref) <= 1e-6 * std::fabs(ref) + 1e-30)) ++bad;
+    }
+    CHECK(bad == 0);
 }

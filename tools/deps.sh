@@ -3,8 +3,8 @@
 # Sourced by tools/test-all.sh and tools/run-default.sh; defines minigpt_install_deps.
 # Usage: minigpt_install_deps [all|build]
 #   build: compiler, CMake, Ninja (enough for tools/run-default.sh)
-#   all:   also clang (+ sanitizer runtimes), Meson, Python 3, pkg-config, doctest
-#          and Google Benchmark
+#   all:   also clang (+ sanitizer and libFuzzer runtimes), Meson, Python 3, pkg-config,
+#          doctest, Google Benchmark, valgrind, the aarch64 cross-compiler and qemu-user
 
 # Prints the Debian packages of the given set that are not installed yet.
 minigpt_missing_packages() {
@@ -22,6 +22,10 @@ minigpt_missing_packages() {
         # UnicodeData.txt and PropList.txt, for tests/test_unicode.cpp and tools/gen_unicode.py.
         [ -f /usr/share/unicode/UnicodeData.txt ] || missing+=(unicode-data)
         command -v pkg-config >/dev/null 2>&1 || missing+=(pkg-config)
+        # tools/test-valgrind.sh and tools/test-neon.sh (aarch64 cross-compiler, qemu).
+        command -v valgrind >/dev/null 2>&1 || missing+=(valgrind)
+        command -v aarch64-linux-gnu-g++ >/dev/null 2>&1 || missing+=(g++-aarch64-linux-gnu)
+        command -v qemu-aarch64 >/dev/null 2>&1 || missing+=(qemu-user)
         # The sanitizer runtimes of clang are only "recommended" by the clang package.
         if command -v dpkg-query >/dev/null 2>&1 &&
             ! dpkg-query -W -f='${Status}' libclang-rt-dev 2>/dev/null | grep -q 'ok installed'; then

@@ -10,6 +10,11 @@
 #   5. Meson: build everything, meson test
 #   6. cmake --install into a prefix; build tests/consumer against it (find_package and
 #      pkg-config/Meson) and run it
+#   7. libFuzzer: every fuzz/ target 60 s with AddressSanitizer + UndefinedBehaviorSanitizer
+#      (tools/test-fuzz.sh)
+#   8. aarch64: NEON kernels and model tests cross-compiled and run under qemu
+#      (tools/test-neon.sh)
+#   9. valgrind memcheck on minigpt-generate with stories260K (tools/test-valgrind.sh)
 # Missing tools are installed with apt-get (tools/deps.sh). Every stage runs even when
 # an earlier one failed; the last line is "test-all: N passed, M failed" and the exit
 # status is non-zero when anything failed.
@@ -298,6 +303,20 @@ stage_install() {
 }
 
 # ---------------------------------------------------------------------------
+stage_fuzz() {
+    check "fuzz:all-targets-60s" env FUZZ_SECONDS="${FUZZ_SECONDS:-60}" FUZZ_BUILD_JOBS="$JOBS" CXX=clang++ \
+        bash tools/test-fuzz.sh "$BUILD/fuzz"
+}
+
+stage_neon() {
+    check "neon:qemu-aarch64" bash tools/test-neon.sh "$BUILD/neon"
+}
+
+stage_valgrind() {
+    check "valgrind:minigpt-generate" bash tools/test-valgrind.sh "$BUILD/valgrind"
+}
+
+# ---------------------------------------------------------------------------
 # Everything runs from one function so that bash has read the whole file before
 # the first stage starts (editing the script during a run cannot break the run).
 main() {
@@ -305,13 +324,16 @@ main() {
     minigpt_install_deps all
     echo "data directory: $DATA_DIR"
     [ -d "$DATA_DIR" ] || echo "WARNING: $DATA_DIR does not exist: tests that need the data will fail (set MINIGPT_DATA_DIR)"
-    stage "1/6 header freshness and build lists" stage_consistency
-    stage "2/6 CMake + g++ Release -Werror: everything, ctest" stage_gcc
-    stage "3/6 CMake + clang++ address,undefined sanitizers: tests" stage_sanitize
-    stage "3b/6 CMake + clang++ ThreadSanitizer: threading tests" stage_tsan
-    stage "4/6 CMake + g++ MINIGPT_NO_SIMD, examples with -fno-exceptions -fno-rtti: ctest" stage_scalar
-    stage "5/6 Meson: build, meson test" stage_meson
-    stage "6/6 install + tests/consumer (find_package, pkg-config)" stage_install
+    stage "1/9 header freshness and build lists" stage_consistency
+    stage "2/9 CMake + g++ Release -Werror: everything, ctest" stage_gcc
+    stage "3/9 CMake + clang++ address,undefined sanitizers: tests" stage_sanitize
+    stage "3b/9 CMake + clang++ ThreadSanitizer: threading tests" stage_tsan
+    stage "4/9 CMake + g++ MINIGPT_NO_SIMD, examples with -fno-exceptions -fno-rtti: ctest" stage_scalar
+    stage "5/9 Meson: build, meson test" stage_meson
+    stage "6/9 install + tests/consumer (find_package, pkg-config)" stage_install
+    stage "7/9 libFuzzer targets with address,undefined sanitizers" stage_fuzz
+    stage "8/9 aarch64 NEON under qemu" stage_neon
+    stage "9/9 valgrind memcheck: minigpt-generate" stage_valgrind
     header "summary"
     PASSED="$(awk '$1 == "pass" { n += $2 } END { print n + 0 }' "$RESULTS")"
     FAILED="$(fail_count)"

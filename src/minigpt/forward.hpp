@@ -43,7 +43,6 @@ inline void layer_norm(const float* x, const float* w, const float* b, float* y,
     for (int64_t i = 0; i < n; ++i) y[i] = y[i] * scale * w[i] + (b ? b[i] : 0.0f);
 }
 
-inline float silu(float x) { return x / (1.0f + std::exp(-x)); }
 
 // GELU (tanh form) evaluated as y = f16(gelu(f16(x))) for |x| < 10, through a
 // table over every half-precision value: the numbers GPT-2 models were
@@ -402,8 +401,10 @@ void Context::Impl::attention(int layer, int m, int n_past) {
                     }
                     mx = bmax;
                 }
+                for (int t = t0; t < t1; ++t) s[t - t0] -= mx;
+                exp_f32(t1 - t0, s, s);
                 for (int t = t0; t < t1; ++t) {
-                    const float w = std::exp(s[t - t0] - mx);
+                    const float w = s[t - t0];
                     sum += w;
                     const float* vt;
                     if (es == 4) {
@@ -528,7 +529,7 @@ Status Context::Impl::forward(const int32_t* toks, int n_tok, float* logits_out,
             float* ys[2] = {gate.data(), up.data()};
             matmul_n(2, ws, as, m, ys);
             each_row(m, 8 * F, [&](int64_t i) {
-                for (size_t j = static_cast<size_t>(i) * F; j < static_cast<size_t>(i + 1) * F; ++j) gate[j] = silu(gate[j]) * up[j];
+                silu_mul_f32(F, gate.data() + static_cast<size_t>(i) * F, up.data() + static_cast<size_t>(i) * F);
             });
         } else {
             Act au = make_act(xn.data(), m, E, vec_dot_type(L.w_up.type), 0);

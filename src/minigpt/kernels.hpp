@@ -38,6 +38,58 @@ inline float dot_f32(const float* a, const float* b, int64_t n) { return kernels
 inline void axpy_f32(int64_t n, float a, const float* x, float* y) { kernels_best::axpy_f32(n, a, x, y); }
 inline void scale_f32(int64_t n, float a, float* y) { kernels_best::scale_f32(n, a, y); }
 
+#if defined(MINIGPT_AVX512)
+// e^x for 16 floats: x = n ln2 + r with |r| <= ln2 / 2, e^r by its Taylor
+// series to r^7 (truncation below 1e-8 relative), times 2^n with scalef (which
+// gives inf and 0 at the ends). Within 2 ulp of std::exp; NaN stays NaN.
+inline __m512 exp16(__m512 x) {
+    // (zero-masking forms with a full mask: the plain ones start from an
+    // "undefined" register that g++ 12 reports as uninitialized)
+    const __mmask16 all = 0xFFFF;
+    x = _mm512_maskz_max_ps(all, _mm512_set1_ps(-104.0f), _mm512_maskz_min_ps(all, _mm512_set1_ps(89.0f), x));
+    const __m512 n = _mm512_maskz_roundscale_ps(all, _mm512_mul_ps(x, _mm512_set1_ps(1.44269504088896341f)), _MM_FROUND_TO_NEAREST_INT);
+    __m512 r = _mm512_fnmadd_ps(n, _mm512_set1_ps(0.693145751953125f), x);  // ln2, high part (exact product)
+    r = _mm512_fnmadd_ps(n, _mm512_set1_ps(1.428606765330187e-06f), r);     // ln2, the rest
+    __m512 p = _mm512_set1_ps(1.0f / 5040.0f);
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f / 720.0f));
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f / 120.0f));
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f / 24.0f));
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f / 6.0f));
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(0.5f));
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f));
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f));
+    return _mm512_maskz_scalef_ps(all, p, n);
+}
+#endif
+
+// y[i] = e^(x[i]) (y may be x).
+inline void exp_f32(int64_t n, const float* x, float* y) {
+    int64_t i = 0;
+#if defined(MINIGPT_AVX512)
+    for (; i + 16 <= n; i += 16) _mm512_storeu_ps(y + i, exp16(_mm512_loadu_ps(x + i)));
+    if (i < n) {
+        const __mmask16 k = static_cast<__mmask16>((1u << (n - i)) - 1u);
+        _mm512_mask_storeu_ps(y + i, k, exp16(_mm512_maskz_loadu_ps(k, x + i)));
+        return;
+    }
+#endif
+    for (; i < n; ++i) y[i] = std::exp(x[i]);
+}
+
+// g[i] = silu(g[i]) * u[i] = g[i] / (1 + e^-g[i]) * u[i].
+inline void silu_mul_f32(int64_t n, float* g, const float* u) {
+    int64_t i = 0;
+#if defined(MINIGPT_AVX512)
+    const __m512 one = _mm512_set1_ps(1.0f);
+    for (; i + 16 <= n; i += 16) {
+        const __m512 x = _mm512_loadu_ps(g + i);
+        const __m512 e = exp16(_mm512_sub_ps(_mm512_setzero_ps(), x));
+        _mm512_storeu_ps(g + i, _mm512_mul_ps(_mm512_div_ps(x, _mm512_add_ps(one, e)), _mm512_loadu_ps(u + i)));
+    }
+#endif
+    for (; i < n; ++i) g[i] = g[i] / (1.0f + std::exp(-g[i])) * u[i];
+}
+
 // For every weight row r in [r0, r1) and activation row j in [0, m):
 //   Y[j*ldy + r] = dot(W row r, A row j)
 // W rows are w_row_bytes apart and hold n elements of type wt; A rows are

@@ -385,6 +385,46 @@ inline void dot4_q(int64_t n, const uint8_t* w, size_t ws, const BlockQ8_0* y, f
     }
 }
 
+// Q4_0 weight rows against one Q8_0 activation row. What depends only on the
+// activation is computed once for all rows, per pair of blocks: the 64 bytes,
+// sum(8 * a) lane by lane, and the two scales. Rows longer than kQ4Pairs * 64
+// use vec_dot_q4_0.
+constexpr int64_t kQ4Pairs = 64;
+inline void matvec_q4_0(int64_t n, const uint8_t* w, size_t ws, int64_t r0, int64_t r1, const BlockQ8_0* y, float* out) {
+    const int64_t nb = n / QK4_0, pairs = nb / 2;
+    if (pairs > kQ4Pairs || nb % 2 != 0) {
+        for (int64_t r = r0; r < r1; ++r) out[r] = vec_dot_q4_0(n, w + static_cast<size_t>(r) * ws, y);
+        return;
+    }
+    __m512i act[kQ4Pairs], corr[kQ4Pairs];
+    __m512 da[kQ4Pairs];
+    const __m512i eight = _mm512_set1_epi8(8);
+    for (int64_t p = 0; p < pairs; ++p) {
+        act[p] = join(load_q8(y[2 * p].qs), load_q8(y[2 * p + 1].qs));
+        corr[p] = dot_u8s8(eight, act[p]);
+        da[p] = scales2(avx2::h2f(y[2 * p].d), avx2::h2f(y[2 * p + 1].d));
+    }
+    for (int64_t r = r0; r < r1; ++r) {
+        const BlockQ4_0* x = reinterpret_cast<const BlockQ4_0*>(w + static_cast<size_t>(r) * ws);
+        __m512 acc0 = _mm512_setzero_ps(), acc1 = _mm512_setzero_ps();
+        int64_t p = 0;
+        for (; p + 2 <= pairs; p += 2) {
+            const __m512i p0 = _mm512_sub_epi32(dot_u8s8(nibbles2_q4_0(x[2 * p].qs, x[2 * p + 1].qs), act[p]), corr[p]);
+            const __m512i p1 = _mm512_sub_epi32(dot_u8s8(nibbles2_q4_0(x[2 * p + 2].qs, x[2 * p + 3].qs), act[p + 1]), corr[p + 1]);
+            const __m512 d0 = _mm512_mul_ps(da[p], scales2(avx2::h2f(x[2 * p].d), avx2::h2f(x[2 * p + 1].d)));
+            const __m512 d1 = _mm512_mul_ps(da[p + 1], scales2(avx2::h2f(x[2 * p + 2].d), avx2::h2f(x[2 * p + 3].d)));
+            acc0 = _mm512_fmadd_ps(d0, _mm512_maskz_cvtepi32_ps(__mmask16(0xFFFF), p0), acc0);
+            acc1 = _mm512_fmadd_ps(d1, _mm512_maskz_cvtepi32_ps(__mmask16(0xFFFF), p1), acc1);
+        }
+        if (p < pairs) {
+            const __m512i p0 = _mm512_sub_epi32(dot_u8s8(nibbles2_q4_0(x[2 * p].qs, x[2 * p + 1].qs), act[p]), corr[p]);
+            const __m512 d0 = _mm512_mul_ps(da[p], scales2(avx2::h2f(x[2 * p].d), avx2::h2f(x[2 * p + 1].d)));
+            acc0 = _mm512_fmadd_ps(d0, _mm512_maskz_cvtepi32_ps(__mmask16(0xFFFF), p0), acc0);
+        }
+        out[r] = hsum(_mm512_add_ps(acc0, acc1));
+    }
+}
+
 inline void matmul_rows(Type wt, const void* W, size_t w_row_bytes, int64_t n, int64_t r0, int64_t r1,
                         const void* A, size_t a_row_bytes, int64_t m, float* Y, int64_t ldy) {
     VecDotFn dot = vec_dot_fn(wt);
@@ -392,6 +432,10 @@ inline void matmul_rows(Type wt, const void* W, size_t w_row_bytes, int64_t n, i
     // One activation row: row by row (one stream through memory reads at full
     // bandwidth; four interleaved rows do not). Several: four rows share each
     // activation load.
+    if (m == 1 && wt == Type::Q4_0) {
+        matvec_q4_0(n, static_cast<const uint8_t*>(W), w_row_bytes, r0, r1, static_cast<const BlockQ8_0*>(A), Y);
+        return;
+    }
     if (m == 1 || (wt != Type::F32 && wt != Type::Q8_0 && wt != Type::Q4_0)) {
         matmul_rows_generic(dot, W, w_row_bytes, n, r0, r1, A, a_row_bytes, m, Y, ldy);
         return;
