@@ -4500,6 +4500,36 @@ inline __m512 exp16(__m512 x) {
 }
 #endif
 
+// out[j] = dot(q, k + j * stride) for j < 4: the attention scores of four keys,
+// sharing the loads of q and one horizontal reduction.
+inline void dot4_keys_f32(const float* q, const float* k, size_t stride, int64_t d, float* out) {
+#if defined(MINIGPT_AVX512)
+    if (d % 16 == 0) {
+        __m512 a0 = _mm512_setzero_ps(), a1 = _mm512_setzero_ps(), a2 = _mm512_setzero_ps(), a3 = _mm512_setzero_ps();
+        for (int64_t i = 0; i < d; i += 16) {
+            const __m512 qv = _mm512_loadu_ps(q + i);
+            a0 = _mm512_fmadd_ps(qv, _mm512_loadu_ps(k + i), a0);
+            a1 = _mm512_fmadd_ps(qv, _mm512_loadu_ps(k + stride + i), a1);
+            a2 = _mm512_fmadd_ps(qv, _mm512_loadu_ps(k + 2 * stride + i), a2);
+            a3 = _mm512_fmadd_ps(qv, _mm512_loadu_ps(k + 3 * stride + i), a3);
+        }
+        const __mmask16 all = 0xFFFF;  // zero-masking forms: see exp16
+        // Halves of a0|a1 and a2|a3 added, then quarters, then within each
+        // 128-bit lane: lane j ends up holding key j's sum in its first float.
+        const __m512 h01 = _mm512_add_ps(_mm512_maskz_shuffle_f32x4(all, a0, a1, 0x44), _mm512_maskz_shuffle_f32x4(all, a0, a1, 0xEE));
+        const __m512 h23 = _mm512_add_ps(_mm512_maskz_shuffle_f32x4(all, a2, a3, 0x44), _mm512_maskz_shuffle_f32x4(all, a2, a3, 0xEE));
+        __m512 c = _mm512_add_ps(_mm512_maskz_shuffle_f32x4(all, h01, h23, 0x88), _mm512_maskz_shuffle_f32x4(all, h01, h23, 0xDD));
+        c = _mm512_add_ps(c, _mm512_maskz_shuffle_ps(all, c, c, 0x4E));
+        c = _mm512_add_ps(c, _mm512_maskz_shuffle_ps(all, c, c, 0xB1));
+        alignas(64) float t[16];
+        _mm512_store_ps(t, c);
+        out[0] = t[0], out[1] = t[4], out[2] = t[8], out[3] = t[12];
+        return;
+    }
+#endif
+    for (int j = 0; j < 4; ++j) out[j] = dot_f32(q, k + j * stride, d);
+}
+
 // y[i] = e^(x[i]) (y may be x).
 inline void exp_f32(int64_t n, const float* x, float* y) {
     int64_t i = 0;
@@ -9172,7 +9202,17 @@ void Context::Impl::attention(int layer, int m, int n_past) {
             for (int t0 = 0; t0 <= pos; t0 += block) {
                 const int t1 = std::min(pos + 1, t0 + block);
                 float bmax = -std::numeric_limits<float>::infinity();
-                for (int t = t0; t < t1; ++t) {
+                int t = t0;
+                if (es == 4 && !small) {  // four keys at a time
+                    for (; t + 4 <= t1; t += 4) {
+                        dot4_keys_f32(qv, reinterpret_cast<const float*>(Kh + static_cast<size_t>(t) * row_bytes), KV, D, s + (t - t0));
+                        for (int j = 0; j < 4; ++j) {
+                            s[t - t0 + j] *= scale;
+                            bmax = std::max(bmax, s[t - t0 + j]);
+                        }
+                    }
+                }
+                for (; t < t1; ++t) {
                     const float* kt;
                     if (es == 4) {
                         kt = reinterpret_cast<const float*>(Kh + static_cast<size_t>(t) * row_bytes);

@@ -1158,3 +1158,21 @@ TEST_CASE("exp_f32 and silu_mul_f32 agree with std::exp") {
     }
     CHECK(bad == 0);
 }
+
+TEST_CASE("dot4_keys_f32 equals four dot_f32") {
+    std::mt19937 rng(9);
+    for (int64_t d : {16, 64, 128, 80, 7}) {
+        const size_t stride = static_cast<size_t>(d) + 5;
+        std::vector<float> q = random_floats(rng, d), k = random_floats(rng, static_cast<int64_t>(4 * stride));
+        float out[4];
+        dot4_keys_f32(q.data(), k.data(), stride, d, out);
+        for (int j = 0; j < 4; ++j) {
+            double ref = 0, mag = 0;
+            for (int64_t i = 0; i < d; ++i) {
+                ref += double(q[i]) * k[j * stride + i];
+                mag += std::fabs(double(q[i]) * k[j * stride + i]);
+            }
+            CHECK_MESSAGE(std::fabs(out[j] - ref) <= 1e-6 * mag, "d=" << d << " key " << j);
+        }
+    }
+}

@@ -375,7 +375,17 @@ void Context::Impl::attention(int layer, int m, int n_past) {
             for (int t0 = 0; t0 <= pos; t0 += block) {
                 const int t1 = std::min(pos + 1, t0 + block);
                 float bmax = -std::numeric_limits<float>::infinity();
-                for (int t = t0; t < t1; ++t) {
+                int t = t0;
+                if (es == 4 && !small) {  // four keys at a time
+                    for (; t + 4 <= t1; t += 4) {
+                        dot4_keys_f32(qv, reinterpret_cast<const float*>(Kh + static_cast<size_t>(t) * row_bytes), KV, D, s + (t - t0));
+                        for (int j = 0; j < 4; ++j) {
+                            s[t - t0 + j] *= scale;
+                            bmax = std::max(bmax, s[t - t0 + j]);
+                        }
+                    }
+                }
+                for (; t < t1; ++t) {
                     const float* kt;
                     if (es == 4) {
                         kt = reinterpret_cast<const float*>(Kh + static_cast<size_t>(t) * row_bytes);
