@@ -4777,83 +4777,6 @@ inline KSubBlock k_sub_block(Type wt, const uint8_t* row, int64_t b) {
     return k;
 }
 
-// ---------------------------------------------------------------------------
-// Unpacking one 32-block of a weight row into signed bytes, a scale and a min
-// coefficient: value = scale * q + min.
-// ---------------------------------------------------------------------------
-inline void unpack_block32(Type wt, const uint8_t* row, int64_t b, int8_t* q, float& scale, float& mn) {
-    mn = 0.0f;
-    switch (wt) {
-        case Type::Q8_0: {
-            const BlockQ8_0* x = reinterpret_cast<const BlockQ8_0*>(row) + b;
-            std::memcpy(q, x->qs, 32);
-            scale = fp16_to_fp32(x->d);
-            return;
-        }
-        case Type::Q4_0: {
-            const BlockQ4_0* x = reinterpret_cast<const BlockQ4_0*>(row) + b;
-            for (int j = 0; j < 16; ++j) {
-                q[j] = static_cast<int8_t>((x->qs[j] & 0x0F) - 8);
-                q[j + 16] = static_cast<int8_t>((x->qs[j] >> 4) - 8);
-            }
-            scale = fp16_to_fp32(x->d);
-            return;
-        }
-        case Type::Q4_1: {
-            const BlockQ4_1* x = reinterpret_cast<const BlockQ4_1*>(row) + b;
-            for (int j = 0; j < 16; ++j) {
-                q[j] = static_cast<int8_t>(x->qs[j] & 0x0F);
-                q[j + 16] = static_cast<int8_t>(x->qs[j] >> 4);
-            }
-            scale = fp16_to_fp32(x->d);
-            mn = fp16_to_fp32(x->m);
-            return;
-        }
-        case Type::Q5_0: case Type::Q5_1: {
-            const bool q50 = wt == Type::Q5_0;
-            const uint8_t* qs = q50 ? reinterpret_cast<const BlockQ5_0*>(row)[b].qs : reinterpret_cast<const BlockQ5_1*>(row)[b].qs;
-            const uint32_t qh = q50 ? load_u32(reinterpret_cast<const BlockQ5_0*>(row)[b].qh)
-                                    : load_u32(reinterpret_cast<const BlockQ5_1*>(row)[b].qh);
-            const int off = q50 ? 16 : 0;
-            for (int j = 0; j < 16; ++j) {
-                q[j] = static_cast<int8_t>(((qs[j] & 0x0F) | static_cast<int>(((qh >> j) & 1u) << 4)) - off);
-                q[j + 16] = static_cast<int8_t>(((qs[j] >> 4) | static_cast<int>(((qh >> (j + 16)) & 1u) << 4)) - off);
-            }
-            if (q50) {
-                scale = fp16_to_fp32(reinterpret_cast<const BlockQ5_0*>(row)[b].d);
-            } else {
-                scale = fp16_to_fp32(reinterpret_cast<const BlockQ5_1*>(row)[b].d);
-                mn = fp16_to_fp32(reinterpret_cast<const BlockQ5_1*>(row)[b].m);
-            }
-            return;
-        }
-        case Type::IQ4_NL: {
-            const BlockIQ4_NL* x = reinterpret_cast<const BlockIQ4_NL*>(row) + b;
-            for (int j = 0; j < 16; ++j) {
-                q[j] = kIQ4NLValues[x->qs[j] & 0x0F];
-                q[j + 16] = kIQ4NLValues[x->qs[j] >> 4];
-            }
-            scale = fp16_to_fp32(x->d);
-            return;
-        }
-        case Type::Q4_K: case Type::Q5_K: {
-            const KSubBlock k = k_sub_block(wt, row, b);
-            for (int l = 0; l < 32; ++l) {
-                int v = (k.qs[l] >> k.shift) & 0x0F;
-                if (k.qh && (k.qh[l] >> k.sub) & 1) v += 16;
-                q[l] = static_cast<int8_t>(v);
-            }
-            scale = k.scale;
-            mn = k.min;
-            return;
-        }
-        default:
-            std::memset(q, 0, 32);
-            scale = 0.0f;
-            return;
-    }
-}
-
 // One 16-block (sub-block b % 16 of super-block b / 16) of Q2_K, Q3_K or Q6_K
 // as signed bytes, a scale and a min coefficient: value = scale * q + min.
 inline void unpack_block16(Type wt, const uint8_t* row, int64_t b, int8_t* q, float& scale, float& mn) {
@@ -4896,7 +4819,7 @@ inline void unpack_block16(Type wt, const uint8_t* row, int64_t b, int8_t* q, fl
 namespace avx512 {
 
 // One 32-block of a weight row as 32 signed bytes, a scale and a min
-// coefficient (value = scale * q + min): unpack_block32 with SIMD.
+// coefficient: value = scale * q + min.
 MINIGPT_GEMM_INLINE __m256i unpack32(Type wt, const uint8_t* row, int64_t b, float& sc, float& mn) {
     const __m256i m4 = _mm256_set1_epi8(0x0F);
     mn = 0.0f;
@@ -4946,11 +4869,9 @@ MINIGPT_GEMM_INLINE __m256i unpack32(Type wt, const uint8_t* row, int64_t b, flo
             }
             return q;
         }
-        default: {
-            alignas(32) int8_t q[32];
-            unpack_block32(wt, row, b, q, sc, mn);
-            return _mm256_load_si256(reinterpret_cast<const __m256i*>(q));
-        }
+        default:  // not a 32-block type (gemm_kind never gives one here)
+            sc = 0.0f;
+            return _mm256_setzero_si256();
     }
 }
 
@@ -9185,6 +9106,13 @@ void Context::Impl::attention(int layer, int m, int n_past) {
         float* s = scores.data() + static_cast<size_t>(chunk) * (block + 2 * D);
         float* kbuf = s + block;  // one key / value widened from F16
         float* vbuf = kbuf + D;
+        // Head row t of the cache as floats: in place for F32, widened into buf for F16.
+        auto cached_row = [&](const uint8_t* head, int t, float* buf) -> const float* {
+            const uint8_t* p = head + static_cast<size_t>(t) * row_bytes;
+            if (es == 4) return reinterpret_cast<const float*>(p);
+            dequantize_row(Type::F16, p, buf, D);
+            return buf;
+        };
         for (int64_t job = b; job < e; ++job) {
             if ((job & 15) == 0 && aborted()) return;
             const int i = static_cast<int>(job / H), h = static_cast<int>(job % H);
@@ -9201,34 +9129,24 @@ void Context::Impl::attention(int layer, int m, int n_past) {
             double sum = 0;
             for (int t0 = 0; t0 <= pos; t0 += block) {
                 const int t1 = std::min(pos + 1, t0 + block);
-                float bmax = -std::numeric_limits<float>::infinity();
-                int t = t0;
-                if (es == 4 && !small) {  // four keys at a time
-                    for (; t + 4 <= t1; t += 4) {
-                        dot4_keys_f32(qv, reinterpret_cast<const float*>(Kh + static_cast<size_t>(t) * row_bytes), KV, D, s + (t - t0));
-                        for (int j = 0; j < 4; ++j) {
-                            s[t - t0 + j] *= scale;
-                            bmax = std::max(bmax, s[t - t0 + j]);
-                        }
-                    }
-                }
-                for (; t < t1; ++t) {
-                    const float* kt;
-                    if (es == 4) {
-                        kt = reinterpret_cast<const float*>(Kh + static_cast<size_t>(t) * row_bytes);
-                    } else {
-                        dequantize_row(Type::F16, Kh + static_cast<size_t>(t) * row_bytes, kbuf, D);
-                        kt = kbuf;
-                    }
-                    float acc;
+                int tk = t0;  // raw scores of the block's keys into s
+                if (es == 4 && !small)  // four keys at a time
+                    for (; tk + 4 <= t1; tk += 4)
+                        dot4_keys_f32(qv, reinterpret_cast<const float*>(Kh + static_cast<size_t>(tk) * row_bytes), KV, D, s + (tk - t0));
+                for (; tk < t1; ++tk) {
+                    const float* kt = cached_row(Kh, tk, kbuf);
+                    float acc = 0;
                     if (small) {
-                        acc = 0;
                         for (int d = 0; d < D; ++d) acc += qv[d] * kt[d];
                     } else {
                         acc = dot_f32(qv, kt, D);
                     }
-                    s[t - t0] = acc * scale;
-                    bmax = std::max(bmax, s[t - t0]);
+                    s[tk - t0] = acc;
+                }
+                float bmax = -std::numeric_limits<float>::infinity();
+                for (int j = 0; j < t1 - t0; ++j) {
+                    s[j] *= scale;
+                    bmax = std::max(bmax, s[j]);
                 }
                 if (bmax > mx) {  // rescale what was summed under the old maximum
                     if (t0 > 0) {
@@ -9243,13 +9161,7 @@ void Context::Impl::attention(int layer, int m, int n_past) {
                 for (int t = t0; t < t1; ++t) {
                     const float w = s[t - t0];
                     sum += w;
-                    const float* vt;
-                    if (es == 4) {
-                        vt = reinterpret_cast<const float*>(Vh + static_cast<size_t>(t) * row_bytes);
-                    } else {
-                        dequantize_row(Type::F16, Vh + static_cast<size_t>(t) * row_bytes, vbuf, D);
-                        vt = vbuf;
-                    }
+                    const float* vt = cached_row(Vh, t, vbuf);
                     if (small) {
                         for (int d = 0; d < D; ++d) o[d] += w * vt[d];
                     } else {

@@ -358,6 +358,13 @@ void Context::Impl::attention(int layer, int m, int n_past) {
         float* s = scores.data() + static_cast<size_t>(chunk) * (block + 2 * D);
         float* kbuf = s + block;  // one key / value widened from F16
         float* vbuf = kbuf + D;
+        // Head row t of the cache as floats: in place for F32, widened into buf for F16.
+        auto cached_row = [&](const uint8_t* head, int t, float* buf) -> const float* {
+            const uint8_t* p = head + static_cast<size_t>(t) * row_bytes;
+            if (es == 4) return reinterpret_cast<const float*>(p);
+            dequantize_row(Type::F16, p, buf, D);
+            return buf;
+        };
         for (int64_t job = b; job < e; ++job) {
             if ((job & 15) == 0 && aborted()) return;
             const int i = static_cast<int>(job / H), h = static_cast<int>(job % H);
@@ -374,34 +381,24 @@ void Context::Impl::attention(int layer, int m, int n_past) {
             double sum = 0;
             for (int t0 = 0; t0 <= pos; t0 += block) {
                 const int t1 = std::min(pos + 1, t0 + block);
-                float bmax = -std::numeric_limits<float>::infinity();
-                int t = t0;
-                if (es == 4 && !small) {  // four keys at a time
-                    for (; t + 4 <= t1; t += 4) {
-                        dot4_keys_f32(qv, reinterpret_cast<const float*>(Kh + static_cast<size_t>(t) * row_bytes), KV, D, s + (t - t0));
-                        for (int j = 0; j < 4; ++j) {
-                            s[t - t0 + j] *= scale;
-                            bmax = std::max(bmax, s[t - t0 + j]);
-                        }
-                    }
-                }
-                for (; t < t1; ++t) {
-                    const float* kt;
-                    if (es == 4) {
-                        kt = reinterpret_cast<const float*>(Kh + static_cast<size_t>(t) * row_bytes);
-                    } else {
-                        dequantize_row(Type::F16, Kh + static_cast<size_t>(t) * row_bytes, kbuf, D);
-                        kt = kbuf;
-                    }
-                    float acc;
+                int tk = t0;  // raw scores of the block's keys into s
+                if (es == 4 && !small)  // four keys at a time
+                    for (; tk + 4 <= t1; tk += 4)
+                        dot4_keys_f32(qv, reinterpret_cast<const float*>(Kh + static_cast<size_t>(tk) * row_bytes), KV, D, s + (tk - t0));
+                for (; tk < t1; ++tk) {
+                    const float* kt = cached_row(Kh, tk, kbuf);
+                    float acc = 0;
                     if (small) {
-                        acc = 0;
                         for (int d = 0; d < D; ++d) acc += qv[d] * kt[d];
                     } else {
                         acc = dot_f32(qv, kt, D);
                     }
-                    s[t - t0] = acc * scale;
-                    bmax = std::max(bmax, s[t - t0]);
+                    s[tk - t0] = acc;
+                }
+                float bmax = -std::numeric_limits<float>::infinity();
+                for (int j = 0; j < t1 - t0; ++j) {
+                    s[j] *= scale;
+                    bmax = std::max(bmax, s[j]);
                 }
                 if (bmax > mx) {  // rescale what was summed under the old maximum
                     if (t0 > 0) {
@@ -416,13 +413,7 @@ void Context::Impl::attention(int layer, int m, int n_past) {
                 for (int t = t0; t < t1; ++t) {
                     const float w = s[t - t0];
                     sum += w;
-                    const float* vt;
-                    if (es == 4) {
-                        vt = reinterpret_cast<const float*>(Vh + static_cast<size_t>(t) * row_bytes);
-                    } else {
-                        dequantize_row(Type::F16, Vh + static_cast<size_t>(t) * row_bytes, vbuf, D);
-                        vt = vbuf;
-                    }
+                    const float* vt = cached_row(Vh, t, vbuf);
                     if (small) {
                         for (int d = 0; d < D; ++d) o[d] += w * vt[d];
                     } else {
