@@ -496,9 +496,10 @@ TEST_CASE("matmul_rows matches a naive loop for odd m and row ranges") {
     const int64_t R = 37;  // weight rows
     for (Type t : kTypes) {
         const Type at = vec_dot_type(t);
-        const int64_t nlist_f[] = {67, 1, 256, 130};
-        const int64_t nlist_q[] = {96, 32, 4096, 192};  // 192: an odd number of block pairs
-        for (int ni = 0; ni < 4; ++ni) {
+        const int64_t nlist_f[] = {67, 1, 256, 130, 2000};
+        // 192: an odd number of block pairs; 4096 and 4160: 64 and 65 pairs (the one-row path's stack holds 64)
+        const int64_t nlist_q[] = {96, 32, 4096, 192, 4160};
+        for (int ni = 0; ni < 5; ++ni) {
             const int64_t n = type_info(t).block_size == 1 ? nlist_f[ni] : nlist_q[ni];
             const size_t wrb = row_bytes(t, n), arb = row_bytes(at, n);
             std::vector<uint8_t> W(wrb * R);
@@ -1024,34 +1025,38 @@ TEST_CASE("new types: matmul_rows matches vec_dot for odd m and row ranges") {
     const int64_t R = 13;
     for (Type t : kNewTypes) {
         const Type at = vec_dot_type(t);
-        const int64_t n = type_info(t).block_size == 32 ? 160 : 512;
-        const size_t wrb = row_bytes(t, n), arb = row_bytes(at, n);
-        std::vector<uint8_t> W = random_blocks(rng, t, n * R);
-        const int64_t m = 3;
-        std::vector<uint8_t> A;
-        for (int64_t j = 0; j < m; ++j) {
-            auto row = random_act(rng, t, n);
-            A.insert(A.end(), row.begin(), row.end());
-        }
-        for (const KernelSet& ks : kernel_sets()) {
-            const int64_t ldy = R + 1;
-            std::vector<float> Y(ldy * m, -999.0f);
-            ks.matmul_rows(t, W.data(), wrb, n, 1, R, A.data(), arb, m, Y.data(), ldy);
-            int bad = 0;
-            for (int64_t j = 0; j < m; ++j) {
-                for (int64_t r = 0; r < ldy; ++r) {
-                    const float got = Y[j * ldy + r];
-                    if (r < 1 || r >= R) {
-                        if (got != -999.0f) ++bad;
-                        continue;
+        const bool b32 = type_info(t).block_size == 32;
+        // A short row, and one longer than the one-row paths keep on the stack (65 pairs of blocks, 65 super-blocks).
+        for (const int64_t n : {b32 ? int64_t(160) : int64_t(512), b32 ? int64_t(32 * 130) : int64_t(256 * 65)}) {
+            const size_t wrb = row_bytes(t, n), arb = row_bytes(at, n);
+            std::vector<uint8_t> W = random_blocks(rng, t, n * R);
+            for (const int64_t m : {int64_t(1), int64_t(3)}) {
+                std::vector<uint8_t> A;
+                for (int64_t j = 0; j < m; ++j) {
+                    auto row = random_act(rng, t, n);
+                    A.insert(A.end(), row.begin(), row.end());
+                }
+                for (const KernelSet& ks : kernel_sets()) {
+                    const int64_t ldy = R + 1;
+                    std::vector<float> Y(ldy * m, -999.0f);
+                    ks.matmul_rows(t, W.data(), wrb, n, 1, R, A.data(), arb, m, Y.data(), ldy);
+                    int bad = 0;
+                    for (int64_t j = 0; j < m; ++j) {
+                        for (int64_t r = 0; r < ldy; ++r) {
+                            const float got = Y[j * ldy + r];
+                            if (r < 1 || r >= R) {
+                                if (got != -999.0f) ++bad;
+                                continue;
+                            }
+                            const std::vector<uint8_t> wr(W.begin() + r * wrb, W.begin() + (r + 1) * wrb);
+                            const std::vector<uint8_t> aj(A.begin() + j * arb, A.begin() + (j + 1) * arb);
+                            const float ref = scalar::vec_dot(t, n, wr.data(), aj.data());
+                            if (!(std::fabs(double(got) - ref) <= dot_tol(t, wr, aj, n, 2e-5))) ++bad;
+                        }
                     }
-                    const std::vector<uint8_t> wr(W.begin() + r * wrb, W.begin() + (r + 1) * wrb);
-                    const std::vector<uint8_t> aj(A.begin() + j * arb, A.begin() + (j + 1) * arb);
-                    const float ref = scalar::vec_dot(t, n, wr.data(), aj.data());
-                    if (!(std::fabs(double(got) - ref) <= dot_tol(t, wr, aj, n, 2e-5))) ++bad;
+                    CHECK_MESSAGE(bad == 0, std::string(ks.name) << " " << std::string(type_name(t)) << " n=" << n << " m=" << m);
                 }
             }
-            CHECK_MESSAGE(bad == 0, std::string(ks.name) << " " << std::string(type_name(t)));
         }
     }
 }

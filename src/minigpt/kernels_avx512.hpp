@@ -265,6 +265,105 @@ inline float vec_dot_q45_k(int64_t n, const void* w, const void* a) {
 inline float vec_dot_q4_k(int64_t n, const void* w, const void* a) { return vec_dot_q45_k<false, BlockQ4_K>(n, w, a); }
 inline float vec_dot_q5_k(int64_t n, const void* w, const void* a) { return vec_dot_q45_k<true, BlockQ5_K>(n, w, a); }
 
+// Q4_K / Q5_K weight rows against one Q8_K activation row. The activation is
+// rearranged once for all rows: a 64-byte load of a weight's nibbles holds
+// sub-blocks 4h, 4h+2 in its low nibbles and 4h+1, 4h+3 in its high ones, so
+// the activation bytes are stored in that order, with each sub-block's sum for
+// the min term. Per super-block and row: the scales and mins unpacked with
+// vector shifts, two maddubs and two word dot products (dpwssd, the sub-block
+// scale per lane) per 128 values, one float update.
+constexpr int64_t kKBlocks = 64;  // longest row of the matvec path: 64 super-blocks
+
+struct ActK {
+    __m512i a[4];  // per half h: the bytes under the low nibbles, then under the high
+    __m128i sums;  // the 8 sub-block sums (int16)
+    float d;
+};
+
+// Scales (bytes 0..7) and mins (bytes 8..15) of a Q4_K / Q5_K super-block: the
+// four 32-bit words of scales_mins_k4 in vector lanes.
+inline __m128i scales_mins_k4v(const uint8_t* q) {
+    const __m128i v = _mm_loadu_si128(reinterpret_cast<const __m128i*>(q));  // 12 bytes + 4 of the block after them
+    __m128i lo = _mm_shuffle_epi32(v, _MM_SHUFFLE(2, 1, 2, 0));           // u0 u2 u1 u2
+    lo = _mm_and_si128(_mm_srlv_epi32(lo, _mm_setr_epi32(0, 0, 0, 4)), _mm_setr_epi32(0x3F3F3F3F, 0x0F0F0F0F, 0x3F3F3F3F, 0x0F0F0F0F));
+    __m128i hi = _mm_shuffle_epi32(v, _MM_SHUFFLE(1, 1, 0, 0));           // u0 u0 u1 u1: bits 6-7 to 4-5
+    hi = _mm_and_si128(_mm_srli_epi32(hi, 2), _mm_setr_epi32(0, 0x30303030, 0, 0x30303030));
+    return _mm_or_si128(lo, hi);
+}
+
+inline __m512i dot_i16_acc(__m512i acc, __m512i a, __m512i b) {
+#if defined(__AVX512VNNI__)
+    return _mm512_dpwssd_epi32(acc, a, b);
+#else
+    return _mm512_add_epi32(acc, _mm512_madd_epi16(a, b));
+#endif
+}
+
+template <bool High, class Block>
+inline void matvec_q45_k(int64_t n, const uint8_t* w, size_t ws, int64_t r0, int64_t r1, const BlockQ8_K* y,
+                         float* out) {
+    const int64_t nb = n / QK_K;
+    if (nb > kKBlocks) {
+        for (int64_t r = r0; r < r1; ++r) out[r] = vec_dot_q45_k<High, Block>(n, w + static_cast<size_t>(r) * ws, y);
+        return;
+    }
+    ActK act[kKBlocks];
+    for (int64_t b = 0; b < nb; ++b) {
+        for (int h = 0; h < 2; ++h) {
+            const int8_t* q = y[b].qs + 128 * h;
+            act[b].a[2 * h] = join(load_q8(q), load_q8(q + 64));
+            act[b].a[2 * h + 1] = join(load_q8(q + 32), load_q8(q + 96));
+        }
+        const __m256i bs = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(y[b].bsums));
+        act[b].sums = _mm256_cvtepi32_epi16(_mm256_madd_epi16(bs, _mm256_set1_epi16(1)));
+        act[b].d = y[b].d;
+    }
+    // Word permutes that spread the scales of the sub-blocks under each vector.
+    __m512i idx[4];
+    for (int h = 0; h < 2; ++h) {
+        for (int k = 0; k < 2; ++k)
+            idx[2 * h + k] = _mm512_mask_blend_epi16(__mmask32(0xFFFF0000u), _mm512_set1_epi16(static_cast<short>(4 * h + k)),
+                                                     _mm512_set1_epi16(static_cast<short>(4 * h + k + 2)));
+    }
+    const __m512i m4 = _mm512_set1_epi8(0x0F);
+    for (int64_t r = r0; r < r1; ++r) {
+        const Block* x = reinterpret_cast<const Block*>(w + static_cast<size_t>(r) * ws);
+        __m512 acc = _mm512_setzero_ps();
+        __m128 acc_min = _mm_setzero_ps();
+        for (int64_t b = 0; b < nb; ++b) {
+            const ActK& A = act[b];
+            const __m128i sm = scales_mins_k4v(x[b].scales);
+            const __m512i sc = _mm512_zextsi128_si512(_mm_cvtepu8_epi16(sm));
+            const __m128i mins = _mm_cvtepu8_epi16(_mm_srli_si128(sm, 8));
+            uint32_t dbits;
+            std::memcpy(&dbits, &x[b].d, 4);  // d, dmin
+            const __m128 dd = _mm_mul_ps(_mm_cvtph_ps(_mm_cvtsi32_si128(static_cast<int>(dbits))), _mm_set1_ps(A.d));
+            acc_min = _mm_fmadd_ps(_mm_shuffle_ps(dd, dd, 0x55), _mm_cvtepi32_ps(_mm_madd_epi16(mins, A.sums)), acc_min);
+            __m512i hb = _mm512_setzero_si512();
+            if constexpr (High) hb = _mm512_maskz_broadcast_i64x4(__mmask8(0xFF), _mm256_loadu_si256(reinterpret_cast<const __m256i*>(reinterpret_cast<const BlockQ5_K*>(x + b)->qh)));
+            __m512i s0 = _mm512_setzero_si512(), s1 = _mm512_setzero_si512();
+            for (int h = 0; h < 2; ++h) {
+                const __m512i q = _mm512_loadu_si512(x[b].qs + 64 * h);
+                __m512i lo = _mm512_and_si512(q, m4);
+                __m512i hi = _mm512_and_si512(_mm512_srli_epi16(q, 4), m4);
+                if constexpr (High) {
+                    // bits 4h, 4h+2 (low nibbles of the two halves) and 4h+1, 4h+3 (high ones)
+                    const __m512i bl = _mm512_mask_blend_epi8(__mmask64(0xFFFFFFFF00000000ull), _mm512_set1_epi8(static_cast<char>(1u << (4 * h))),
+                                                              _mm512_set1_epi8(static_cast<char>(1u << (4 * h + 2))));
+                    const __m512i sixteen = _mm512_set1_epi8(0x10);
+                    lo = _mm512_mask_add_epi8(lo, _mm512_test_epi8_mask(hb, bl), lo, sixteen);
+                    hi = _mm512_mask_add_epi8(hi, _mm512_test_epi8_mask(hb, _mm512_add_epi8(bl, bl)), hi, sixteen);
+                }
+                s0 = dot_i16_acc(s0, _mm512_maddubs_epi16(lo, A.a[2 * h]), _mm512_permutexvar_epi16(idx[2 * h], sc));
+                s1 = dot_i16_acc(s1, _mm512_maddubs_epi16(hi, A.a[2 * h + 1]), _mm512_permutexvar_epi16(idx[2 * h + 1], sc));
+            }
+            acc = _mm512_fmadd_ps(_mm512_maskz_broadcastss_ps(__mmask16(0xFFFF), dd), _mm512_maskz_cvtepi32_ps(__mmask16(0xFFFF), _mm512_add_epi32(s0, s1)), acc);
+        }
+        const __m128 m2 = _mm_add_ps(acc_min, _mm_movehl_ps(acc_min, acc_min));
+        out[r] = hsum(acc) - _mm_cvtss_f32(_mm_add_ss(m2, _mm_movehdup_ps(m2)));
+    }
+}
+
 inline VecDotFn vec_dot_fn(Type wt) {
     switch (wt) {
         case Type::F32: return vec_dot_f32;
@@ -385,44 +484,74 @@ inline void dot4_q(int64_t n, const uint8_t* w, size_t ws, const BlockQ8_0* y, f
     }
 }
 
-// Q4_0 weight rows against one Q8_0 activation row. What depends only on the
-// activation is computed once for all rows, per pair of blocks: the 64 bytes,
-// sum(8 * a) lane by lane, and the two scales. Rows longer than kQ4Pairs * 64
-// use vec_dot_q4_0.
-constexpr int64_t kQ4Pairs = 64;
-inline void matvec_q4_0(int64_t n, const uint8_t* w, size_t ws, int64_t r0, int64_t r1, const BlockQ8_0* y, float* out) {
-    const int64_t nb = n / QK4_0, pairs = nb / 2;
-    if (pairs > kQ4Pairs || nb % 2 != 0) {
-        for (int64_t r = r0; r < r1; ++r) out[r] = vec_dot_q4_0(n, w + static_cast<size_t>(r) * ws, y);
+// Q8_0 / Q4_0 weight rows against one Q8_0 activation row, two blocks per
+// step. What depends only on the activation is computed once for all rows:
+// its 64 bytes per pair of blocks, the two scales, and a correction that the
+// integer dot product starts from. The weight bytes enter vpdpbusd unsigned:
+// Q4_0 nibbles q are, and (q - 8) * a = q * a - 8 * a; Q8_0 bytes get their
+// sign bit flipped, and (w + 128) * a = w * a + 128 * a. The -8a or -128a of
+// each 4-byte lane is the starting value. The weight scales of a pair are
+// spread over lanes 0..7 and 8..15 by one word permute of a masked load.
+// Rows longer than kPairs * 64 values use the vec_dot kernels.
+constexpr int64_t kPairs = 64;
+
+template <class Block>
+inline __m512 pair_scales(const Block* x) {
+    constexpr unsigned w1 = sizeof(Block) / 2;  // word index of the second scale
+    static_assert(sizeof(Block) % 2 == 0 && w1 < 32, "two scales within 64 bytes");
+    const __m512i v = _mm512_maskz_loadu_epi16(__mmask32(1u | (1u << w1)), x);
+    const __m512i idx = _mm512_mask_blend_epi16(__mmask32(0xFF00), _mm512_setzero_si512(), _mm512_set1_epi16(w1));
+    return _mm512_maskz_cvtph_ps(__mmask16(0xFFFF), _mm512_maskz_extracti64x4_epi64(__mmask8(0xF), _mm512_permutexvar_epi16(idx, v), 0));
+}
+
+template <class Block>
+inline __m512i pair_bytes_u8(const Block* x) {
+    if constexpr (sizeof(Block) == sizeof(BlockQ4_0)) {
+        return nibbles2_q4_0(x[0].qs, x[1].qs);
+    } else {
+        return _mm512_xor_si512(join(load_q8(x[0].qs), load_q8(x[1].qs)), _mm512_set1_epi8(static_cast<char>(0x80)));
+    }
+}
+
+template <class Block>
+inline void matvec_q_pairs(int64_t n, const uint8_t* w, size_t ws, int64_t r0, int64_t r1, const BlockQ8_0* y,
+                           float* out) {
+    constexpr bool q4 = sizeof(Block) == sizeof(BlockQ4_0);
+    VecDotFn dot = q4 ? vec_dot_q4_0 : vec_dot_q8_0;
+    const int64_t nb = n / 32, pairs = nb / 2;
+#if defined(__AVX512VNNI__)  // (unsigned bytes up to 255 would saturate maddubs)
+    if (pairs <= kPairs && nb % 2 == 0) {
+        __m512i act[kPairs], start[kPairs];
+        __m512 da[kPairs];
+        const __m512i offset = _mm512_set1_epi8(q4 ? 8 : static_cast<char>(0x80));
+        for (int64_t p = 0; p < pairs; ++p) {
+            act[p] = join(load_q8(y[2 * p].qs), load_q8(y[2 * p + 1].qs));
+            start[p] = _mm512_sub_epi32(_mm512_setzero_si512(), dot_u8s8(offset, act[p]));
+            da[p] = scales2(avx2::h2f(y[2 * p].d), avx2::h2f(y[2 * p + 1].d));
+        }
+        for (int64_t r = r0; r < r1; ++r) {
+            const Block* x = reinterpret_cast<const Block*>(w + static_cast<size_t>(r) * ws);
+            __m512 acc0 = _mm512_setzero_ps(), acc1 = _mm512_setzero_ps();
+            int64_t p = 0;
+            for (; p + 2 <= pairs; p += 2) {
+                const __m512i i0 = _mm512_dpbusd_epi32(start[p], pair_bytes_u8(x + 2 * p), act[p]);
+                const __m512i i1 = _mm512_dpbusd_epi32(start[p + 1], pair_bytes_u8(x + 2 * p + 2), act[p + 1]);
+                const __m512 d0 = _mm512_mul_ps(da[p], pair_scales(x + 2 * p));
+                const __m512 d1 = _mm512_mul_ps(da[p + 1], pair_scales(x + 2 * p + 2));
+                acc0 = _mm512_fmadd_ps(d0, _mm512_maskz_cvtepi32_ps(__mmask16(0xFFFF), i0), acc0);
+                acc1 = _mm512_fmadd_ps(d1, _mm512_maskz_cvtepi32_ps(__mmask16(0xFFFF), i1), acc1);
+            }
+            if (p < pairs) {
+                const __m512i i0 = _mm512_dpbusd_epi32(start[p], pair_bytes_u8(x + 2 * p), act[p]);
+                const __m512 d0 = _mm512_mul_ps(da[p], pair_scales(x + 2 * p));
+                acc0 = _mm512_fmadd_ps(d0, _mm512_maskz_cvtepi32_ps(__mmask16(0xFFFF), i0), acc0);
+            }
+            out[r] = hsum(_mm512_add_ps(acc0, acc1));
+        }
         return;
     }
-    __m512i act[kQ4Pairs], corr[kQ4Pairs];
-    __m512 da[kQ4Pairs];
-    const __m512i eight = _mm512_set1_epi8(8);
-    for (int64_t p = 0; p < pairs; ++p) {
-        act[p] = join(load_q8(y[2 * p].qs), load_q8(y[2 * p + 1].qs));
-        corr[p] = dot_u8s8(eight, act[p]);
-        da[p] = scales2(avx2::h2f(y[2 * p].d), avx2::h2f(y[2 * p + 1].d));
-    }
-    for (int64_t r = r0; r < r1; ++r) {
-        const BlockQ4_0* x = reinterpret_cast<const BlockQ4_0*>(w + static_cast<size_t>(r) * ws);
-        __m512 acc0 = _mm512_setzero_ps(), acc1 = _mm512_setzero_ps();
-        int64_t p = 0;
-        for (; p + 2 <= pairs; p += 2) {
-            const __m512i p0 = _mm512_sub_epi32(dot_u8s8(nibbles2_q4_0(x[2 * p].qs, x[2 * p + 1].qs), act[p]), corr[p]);
-            const __m512i p1 = _mm512_sub_epi32(dot_u8s8(nibbles2_q4_0(x[2 * p + 2].qs, x[2 * p + 3].qs), act[p + 1]), corr[p + 1]);
-            const __m512 d0 = _mm512_mul_ps(da[p], scales2(avx2::h2f(x[2 * p].d), avx2::h2f(x[2 * p + 1].d)));
-            const __m512 d1 = _mm512_mul_ps(da[p + 1], scales2(avx2::h2f(x[2 * p + 2].d), avx2::h2f(x[2 * p + 3].d)));
-            acc0 = _mm512_fmadd_ps(d0, _mm512_maskz_cvtepi32_ps(__mmask16(0xFFFF), p0), acc0);
-            acc1 = _mm512_fmadd_ps(d1, _mm512_maskz_cvtepi32_ps(__mmask16(0xFFFF), p1), acc1);
-        }
-        if (p < pairs) {
-            const __m512i p0 = _mm512_sub_epi32(dot_u8s8(nibbles2_q4_0(x[2 * p].qs, x[2 * p + 1].qs), act[p]), corr[p]);
-            const __m512 d0 = _mm512_mul_ps(da[p], scales2(avx2::h2f(x[2 * p].d), avx2::h2f(x[2 * p + 1].d)));
-            acc0 = _mm512_fmadd_ps(d0, _mm512_maskz_cvtepi32_ps(__mmask16(0xFFFF), p0), acc0);
-        }
-        out[r] = hsum(_mm512_add_ps(acc0, acc1));
-    }
+#endif
+    for (int64_t r = r0; r < r1; ++r) out[r] = dot(n, w + static_cast<size_t>(r) * ws, y);
 }
 
 inline void matmul_rows(Type wt, const void* W, size_t w_row_bytes, int64_t n, int64_t r0, int64_t r1,
@@ -432,8 +561,18 @@ inline void matmul_rows(Type wt, const void* W, size_t w_row_bytes, int64_t n, i
     // One activation row: row by row (one stream through memory reads at full
     // bandwidth; four interleaved rows do not). Several: four rows share each
     // activation load.
-    if (m == 1 && wt == Type::Q4_0) {
-        matvec_q4_0(n, static_cast<const uint8_t*>(W), w_row_bytes, r0, r1, static_cast<const BlockQ8_0*>(A), Y);
+    if (m == 1 && (wt == Type::Q4_0 || wt == Type::Q8_0)) {
+        const uint8_t* w = static_cast<const uint8_t*>(W);
+        const BlockQ8_0* a = static_cast<const BlockQ8_0*>(A);
+        if (wt == Type::Q4_0) matvec_q_pairs<BlockQ4_0>(n, w, w_row_bytes, r0, r1, a, Y);
+        else matvec_q_pairs<BlockQ8_0>(n, w, w_row_bytes, r0, r1, a, Y);
+        return;
+    }
+    if (m == 1 && (wt == Type::Q4_K || wt == Type::Q5_K)) {
+        const uint8_t* w = static_cast<const uint8_t*>(W);
+        const BlockQ8_K* a = static_cast<const BlockQ8_K*>(A);
+        if (wt == Type::Q4_K) matvec_q45_k<false, BlockQ4_K>(n, w, w_row_bytes, r0, r1, a, Y);
+        else matvec_q45_k<true, BlockQ5_K>(n, w, w_row_bytes, r0, r1, a, Y);
         return;
     }
     if (m == 1 || (wt != Type::F32 && wt != Type::Q8_0 && wt != Type::Q4_0)) {
