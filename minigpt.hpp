@@ -6414,12 +6414,14 @@ public:
 #if MINIGPT_THREADS
         if (n_threads_ > 1 && n_tasks > 1) {
             // No task of the previous job is pending here, so no worker can be
-            // running one: a late worker's claim on that job fails (see claim()).
+            // running one. A worker may still be in its claim loop, though, and
+            // take a task of this job the moment next_ is published: the
+            // function, its argument and the pending count are stored first.
             job_fn_.store(fn, std::memory_order_relaxed);
             job_arg_.store(arg, std::memory_order_relaxed);
+            pending_.store(n_tasks, std::memory_order_relaxed);
             ++job_id_;
             next_.store(pack(job_id_, static_cast<uint64_t>(n_tasks), 0), std::memory_order_release);
-            pending_.store(n_tasks, std::memory_order_relaxed);
             {
                 std::lock_guard<std::mutex> lock(mutex_);
                 generation_.fetch_add(1, std::memory_order_release);

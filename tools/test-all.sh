@@ -207,8 +207,9 @@ stage_tsan() {
         -DCMAKE_CXX_FLAGS_RELWITHDEBINFO="-O1 -g1" \
         -DMINIGPT_WERROR=ON -DMINIGPT_SANITIZE=thread \
         -DMINIGPT_BUILD_EXAMPLES=OFF -DMINIGPT_BUILD_BENCH=OFF -DMINIGPT_DATA_DIR="$DATA_DIR"
-    cmake_build "$dir" test_session
+    cmake_build "$dir" test_session test_threads
     check "clang-tsan:test_session" env TSAN_OPTIONS=halt_on_error=1 "$dir/test_session"
+    check "clang-tsan:test_threads" env TSAN_OPTIONS=halt_on_error=1 "$dir/test_threads"
 }
 
 # ---------------------------------------------------------------------------
