@@ -424,33 +424,53 @@ inline void gemm_kernel_i8(const uint8_t* T, const uint8_t* Pn, int64_t nb, __m5
 }
 
 #if defined(__AVX512BF16__)
-inline void gemm_kernel_bf16(const uint8_t* const* rows, const uint8_t* Pn, int64_t n, __m512* out) {
-    __m512 f[kGemmRows];
+// Panels as in gemm_kernel_f32 below.
+template <int Panels>
+inline void gemm_kernel_bf16(const uint8_t* const* rows, const uint8_t* Pn, size_t panel_bytes, int64_t n, __m512* out) {
+    __m512 f[Panels][kGemmRows];
     MINIGPT_UNROLL(8)
-    for (int r = 0; r < kGemmRows; ++r) f[r] = _mm512_setzero_ps();
+    for (int r = 0; r < kGemmRows; ++r)
+        for (int q = 0; q < Panels; ++q) f[q][r] = _mm512_setzero_ps();
+    const uint8_t* P1 = Pn + (Panels > 1 ? panel_bytes : 0);
     for (int64_t k = 0; k < n / 2; ++k) {
-        const __m512bh a = (__m512bh)_mm512_load_si512(Pn + 64 * k);
+        const __m512bh a0 = (__m512bh)_mm512_load_si512(Pn + 64 * k);
+        const __m512bh a1 = (__m512bh)_mm512_load_si512(P1 + 64 * k);
         MINIGPT_UNROLL(8)
-        for (int r = 0; r < kGemmRows; ++r)
-            f[r] = _mm512_dpbf16_ps(f[r], a, (__m512bh)_mm512_set1_epi32(load_i32(rows[r] + 4 * k)));
+        for (int r = 0; r < kGemmRows; ++r) {
+            const __m512bh wv = (__m512bh)_mm512_set1_epi32(load_i32(rows[r] + 4 * k));
+            f[0][r] = _mm512_dpbf16_ps(f[0][r], a0, wv);
+            if (Panels > 1) f[Panels - 1][r] = _mm512_dpbf16_ps(f[Panels - 1][r], a1, wv);
+        }
     }
     MINIGPT_UNROLL(8)
-    for (int r = 0; r < kGemmRows; ++r) out[r] = f[r];
+    for (int r = 0; r < kGemmRows; ++r)
+        for (int q = 0; q < Panels; ++q) out[q * kGemmRows + r] = f[q][r];
 }
 #endif
 
-inline void gemm_kernel_f32(const float* const* rows, const uint8_t* Pn, int64_t n, __m512* out) {
-    __m512 f[kGemmRows];
+// Panels == 2: two panels (32 activation rows) share each weight broadcast, and
+// the 16 accumulators hide the FMA latency that 8 leave exposed.
+template <int Panels>
+inline void gemm_kernel_f32(const float* const* rows, const uint8_t* Pn, size_t panel_bytes, int64_t n, __m512* out) {
+    __m512 f[Panels][kGemmRows];
     MINIGPT_UNROLL(8)
-    for (int r = 0; r < kGemmRows; ++r) f[r] = _mm512_setzero_ps();
-    const float* a = reinterpret_cast<const float*>(Pn);
+    for (int r = 0; r < kGemmRows; ++r)
+        for (int q = 0; q < Panels; ++q) f[q][r] = _mm512_setzero_ps();
+    const float* a0 = reinterpret_cast<const float*>(Pn);
+    const float* a1 = reinterpret_cast<const float*>(Pn + (Panels > 1 ? panel_bytes : 0));
     for (int64_t k = 0; k < n; ++k) {
-        const __m512 av = _mm512_load_ps(a + k * kGemmCols);
+        const __m512 av0 = _mm512_load_ps(a0 + k * kGemmCols);
+        const __m512 av1 = _mm512_load_ps(a1 + k * kGemmCols);
         MINIGPT_UNROLL(8)
-        for (int r = 0; r < kGemmRows; ++r) f[r] = _mm512_fmadd_ps(av, _mm512_set1_ps(rows[r][k]), f[r]);
+        for (int r = 0; r < kGemmRows; ++r) {
+            const __m512 wv = _mm512_set1_ps(rows[r][k]);
+            f[0][r] = _mm512_fmadd_ps(av0, wv, f[0][r]);
+            if (Panels > 1) f[Panels - 1][r] = _mm512_fmadd_ps(av1, wv, f[Panels - 1][r]);
+        }
     }
     MINIGPT_UNROLL(8)
-    for (int r = 0; r < kGemmRows; ++r) out[r] = f[r];
+    for (int r = 0; r < kGemmRows; ++r)
+        for (int q = 0; q < Panels; ++q) out[q * kGemmRows + r] = f[q][r];
 }
 
 // Weight rows [r0, r1) against all m packed activation rows.
@@ -461,7 +481,7 @@ inline void gemm_rows(Type wt, const void* W, size_t w_row_bytes, int64_t n, int
     const int64_t n_panels = (m + kGemmCols - 1) / kGemmCols;
     const size_t panel_bytes = gemm_panel_bytes(wt, n, kGemmCols);
     const bool has_min = wt == Type::Q4_1 || wt == Type::Q5_1 || wt == Type::Q2_K || wt == Type::Q4_K || wt == Type::Q5_K;
-    __m512 f[kGemmRows];
+    __m512 f[2 * kGemmRows];
     for (int64_t rt = r0; rt < r1; rt += kGemmRows) {
         const int rows = static_cast<int>(std::min<int64_t>(kGemmRows, r1 - rt));
         const uint8_t* wr = w + static_cast<size_t>(rt) * w_row_bytes;
@@ -486,7 +506,22 @@ inline void gemm_rows(Type wt, const void* W, size_t w_row_bytes, int64_t n, int
                 frow[r] = dst;
             }
         }
-        for (int64_t p = 0; p < n_panels; ++p) {
+        int64_t p = 0;
+        if (kind == GemmKind::f32 || kind == GemmKind::bf16) {  // pairs of panels
+            for (; p + 2 <= n_panels; p += 2) {
+                const uint8_t* Pn = P + static_cast<size_t>(p) * panel_bytes;
+#if defined(__AVX512BF16__)
+                if (kind == GemmKind::bf16) gemm_kernel_bf16<2>(brow, Pn, panel_bytes, n, f);
+                else
+#endif
+                    gemm_kernel_f32<2>(frow, Pn, panel_bytes, n, f);
+                for (int q = 0; q < 2; ++q) {
+                    const int cols = static_cast<int>(std::min<int64_t>(kGemmCols, m - (p + q) * kGemmCols));
+                    gemm_store(f + q * kGemmRows, rows, cols, Y + (p + q) * kGemmCols * ldy + rt, ldy);
+                }
+            }
+        }
+        for (; p < n_panels; ++p) {
             const uint8_t* Pn = P + static_cast<size_t>(p) * panel_bytes;
             if (kind == GemmKind::i8) {
                 if (gemm_block(wt) == 16) {
@@ -498,10 +533,10 @@ inline void gemm_rows(Type wt, const void* W, size_t w_row_bytes, int64_t n, int
                 }
             } else if (kind == GemmKind::bf16) {
 #if defined(__AVX512BF16__)
-                gemm_kernel_bf16(brow, Pn, n, f);
+                gemm_kernel_bf16<1>(brow, Pn, panel_bytes, n, f);
 #endif
             } else {
-                gemm_kernel_f32(frow, Pn, n, f);
+                gemm_kernel_f32<1>(frow, Pn, panel_bytes, n, f);
             }
             const int cols = static_cast<int>(std::min<int64_t>(kGemmCols, m - p * kGemmCols));
             gemm_store(f, rows, cols, Y + p * kGemmCols * ldy + rt, ldy);
