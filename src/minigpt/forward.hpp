@@ -490,22 +490,26 @@ Status Context::Impl::forward(const int32_t* toks, int n_tok, float* logits_out,
             add_bias(k.data(), L.bk, m, KVd);
             add_bias(v.data(), L.bv, m, KVd);
         }
-        if (arch.qk_norm) {
-            const float* qn = reinterpret_cast<const float*>(L.q_norm.data);
-            const float* kn = reinterpret_cast<const float*>(L.k_norm.data);
+        // Per token: Q/K norms, RoPE, then K and V appended to the cache.
+        const float* qn = arch.qk_norm ? reinterpret_cast<const float*>(L.q_norm.data) : nullptr;
+        const float* kn = arch.qk_norm ? reinterpret_cast<const float*>(L.k_norm.data) : nullptr;
+        each_row(m, 4 * (Qd + 2 * KVd), [&](int64_t i) {
+            float* qi = q.data() + static_cast<size_t>(i) * Qd;
+            float* ki = k.data() + static_cast<size_t>(i) * KVd;
             const int D = hp.head_dim;
-            for (int h = 0; h < m * hp.n_head; ++h) rms_norm(q.data() + static_cast<size_t>(h) * D, qn, q.data() + static_cast<size_t>(h) * D, D, hp.norm_eps);
-            for (int h = 0; h < m * hp.n_head_kv; ++h) rms_norm(k.data() + static_cast<size_t>(h) * D, kn, k.data() + static_cast<size_t>(h) * D, D, hp.norm_eps);
-        }
-
-        // RoPE, then append K and V to the cache.
-        for (int i = 0; i < m && arch.rope != RopeKind::none; ++i) {
-            const float* cs = rope_cs.data() + static_cast<size_t>(i) * hp.n_rot;
-            rope_apply(q.data() + static_cast<size_t>(i) * Qd, hp.n_head, hp.head_dim, hp.n_rot, cs, arch.rope);
-            rope_apply(k.data() + static_cast<size_t>(i) * KVd, hp.n_head_kv, hp.head_dim, hp.n_rot, cs, arch.rope);
-        }
-        kv_put(kv_at(kcache, l, n_past), k.data(), static_cast<int64_t>(m) * KVd);
-        kv_put(kv_at(vcache, l, n_past), v.data(), static_cast<int64_t>(m) * KVd);
+            if (arch.qk_norm) {
+                for (int h = 0; h < hp.n_head; ++h) rms_norm(qi + static_cast<size_t>(h) * D, qn, qi + static_cast<size_t>(h) * D, D, hp.norm_eps);
+                for (int h = 0; h < hp.n_head_kv; ++h) rms_norm(ki + static_cast<size_t>(h) * D, kn, ki + static_cast<size_t>(h) * D, D, hp.norm_eps);
+            }
+            if (arch.rope != RopeKind::none) {
+                const float* cs = rope_cs.data() + static_cast<size_t>(i) * hp.n_rot;
+                rope_apply(qi, hp.n_head, D, hp.n_rot, cs, arch.rope);
+                rope_apply(ki, hp.n_head_kv, D, hp.n_rot, cs, arch.rope);
+            }
+            const int pos = n_past + static_cast<int>(i);
+            kv_put(kv_at(kcache, l, pos), ki, KVd);
+            kv_put(kv_at(vcache, l, pos), v.data() + static_cast<size_t>(i) * KVd, KVd);
+        });
 
         attention(l, m, n_past);
         if (aborted()) return error(StatusCode::aborted, "aborted by the abort callback");
