@@ -295,12 +295,15 @@ void Context::Impl::matmul_n(int count, const detail::Weight* const* ws, const d
             const Weight* wp = ws[i];
             const Act& a = *as[i];
             float* y = ys[i];
-            // Pack the activations once, then every chunk of 8-row tiles runs against all of them.
+            // Pack the activations once (Q, K and V of one type share them, as do
+            // gate and up), then every chunk of 8-row tiles runs against all of them.
             uint8_t* P = gemm_panel.data();
             const int64_t panels = (rows_in + kGemmCols - 1) / kGemmCols;
+            const bool packed = i > 0 && as[i - 1]->data == a.data && ws[i - 1]->type == wp->type && ws[i - 1]->cols == wp->cols;
             // (chunks small enough to be worth a thread: 64K values packed, 256K products)
-            par.for_range(panels, std::max<int64_t>(1, (int64_t(1) << 16) / (kGemmCols * wp->cols)),
-                          [&](int64_t b, int64_t e, int) { gemm_pack_panels(wp->type, a.data, a.stride, wp->cols, rows_in, b, e, P); });
+            if (!packed)
+                par.for_range(panels, std::max<int64_t>(1, (int64_t(1) << 16) / (kGemmCols * wp->cols)),
+                              [&](int64_t b, int64_t e, int) { gemm_pack_panels(wp->type, a.data, a.stride, wp->cols, rows_in, b, e, P); });
             const int64_t tiles = (wp->rows + kGemmRows - 1) / kGemmRows;
             uint8_t* T = gemm_tiles.data();
             const size_t ts = gemm_tile_stride;
