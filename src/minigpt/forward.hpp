@@ -323,14 +323,15 @@ void Context::Impl::matmul_n(int count, const detail::Weight* const* ws, const d
         cols = std::max(cols, ws[i]->cols);
     }
     const int64_t total = first[count];
-    // Enough work per chunk that handing it to another thread pays, and a number
-    // of equal chunks that is a multiple of the thread count: the threads finish
-    // together (one chunk more on one thread is a quarter more time on it).
+    // Enough work per chunk that handing it to another thread pays, and one
+    // equal chunk per thread: the threads finish together, and each reads one
+    // stretch of memory. (Four chunks per thread, claimed as the threads come,
+    // were 15-20% slower for smollm2-135m Q8_0 and llama-3.2-1b Q4_K generation:
+    // every claim moves a shared cache line between the cores.) A thread that
+    // comes late still finds its chunk taken by one that is free.
     const int64_t min_rows = std::max<int64_t>(4, (int64_t(1) << 14) / (cols * rows_in));
     const int64_t T = std::max(1, n_threads);
-    int64_t chunks = std::min<int64_t>(4 * T, total / min_rows);
-    if (chunks > T) chunks -= chunks % T;
-    chunks = std::max<int64_t>(1, chunks);
+    const int64_t chunks = std::max<int64_t>(1, std::min<int64_t>(T, total / min_rows));
     const int64_t grain = ((total + chunks - 1) / chunks + 3) / 4 * 4;
     par.for_range(total, grain, [&](int64_t b, int64_t e, int) {
         for (int i = 0; i < count; ++i) {
