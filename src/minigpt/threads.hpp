@@ -86,8 +86,9 @@ public:
 private:
 #if MINIGPT_THREADS
     // The task counter packs the job id, the task count and the next index, so
-    // that a worker still looking at a finished job can never take a task of
-    // the next one: its compare-exchange sees a different job or no task left.
+    // that a compare-exchange made from a stale view of a finished job fails
+    // (different job, or no task left); the worker then reads the counter again
+    // and may take a task of the new job, whose count run() set beforehand.
     static constexpr int kIndexBits = 22;
     static uint64_t pack(uint64_t job, uint64_t tasks, uint64_t index) {
         return (job << (2 * kIndexBits)) | (tasks << kIndexBits) | index;
