@@ -8933,10 +8933,15 @@ MINIGPT_NS_BEGIN
 namespace detail {
 
 // An activation matrix converted to the format a weight's dot product wants.
+// `packed` says that the prompt GEMM's panels already hold it, packed for
+// weights of packed_type with packed_cols columns (valid for the next product).
 struct Act {
     const void* data = nullptr;
     size_t stride = 0;  // bytes per row
     Type type = Type::F32;
+    bool packed = false;
+    Type packed_type = Type::F32;
+    int64_t packed_cols = 0;
 };
 
 // y = x / sqrt(mean(x^2) + eps) * w, the sum accumulated in double.
@@ -8988,13 +8993,6 @@ inline float gelu(float x, const uint16_t* table) {
     if (x <= -10.0f) return 0.0f;
     if (x >= 10.0f) return x;
     return fp16_to_fp32(table[fp32_to_fp16(x)]);
-}
-
-inline void add_bias(float* y, const Weight& b, int64_t rows, int64_t n) {
-    if (!b) return;
-    const float* bb = reinterpret_cast<const float*>(b.data);
-    for (int64_t r = 0; r < rows; ++r)
-        for (int64_t i = 0; i < n; ++i) y[r * n + i] += bb[i];
 }
 
 // RoPE angles for one position: cs[2i] = cos(theta_i), cs[2i+1] = sin(theta_i)
@@ -9070,6 +9068,43 @@ struct Context::Impl {
     Status init();
     Status forward(const int32_t* toks, int m, float* logits_out, bool all_rows);
     detail::Act make_act(const float* src, int64_t m, int64_t n, detail::Type vt, int slot);
+    bool gemm_takes(const detail::Weight& w, int64_t m) const {
+        return m >= detail::kGemmMinRows && gemm_panel.data() != nullptr && detail::gemm_kind(w.type, w.cols) != detail::GemmKind::none;
+    }
+    // The input of a product with weight w, made in one pass on the threads:
+    // make(i) writes float row i of src (a residual, a norm, an activation
+    // function; cost: about its operations), which is then converted to w's
+    // activation format in act_buf[slot] and, when the GEMM takes the batch,
+    // packed into the panels right away. Threads take whole panels, so a row
+    // is made, converted and packed by one thread.
+    template <class F>
+    detail::Act prepare(float* src, int64_t m, int64_t n, const detail::Weight& w, int slot, int64_t cost, F&& make) {
+        using namespace detail;
+        Act a;
+        a.type = vec_dot_type(w.type);
+        const bool f32 = a.type == Type::F32;
+        a.stride = f32 ? static_cast<size_t>(n) * sizeof(float) : row_bytes(a.type, n);
+        uint8_t* dst = act_buf[slot].data();
+        a.data = f32 ? static_cast<const void*>(src) : dst;
+        auto make_row = [&](int64_t i) {
+            make(i);
+            if (!f32) quantize_row(a.type, src + i * n, dst + static_cast<size_t>(i) * a.stride, n);
+        };
+        if (!gemm_takes(w, m)) {
+            each_row(m, cost, make_row);
+            return a;
+        }
+        const int64_t panels = (m + kGemmCols - 1) / kGemmCols;
+        par.for_range(panels, std::max<int64_t>(1, (int64_t(1) << 15) / (kGemmCols * std::max<int64_t>(1, cost))),
+                      [&](int64_t b, int64_t e, int) {
+                          for (int64_t i = b * kGemmCols; i < std::min(m, e * kGemmCols); ++i) make_row(i);
+                          gemm_pack_panels(w.type, a.data, a.stride, n, m, b, e, gemm_panel.data());
+                      });
+        a.packed = true;
+        a.packed_type = w.type;
+        a.packed_cols = n;
+        return a;
+    }
     void matmul(const detail::Weight& w, const detail::Act& a, int64_t m, float* y);
     // f(i) for the rows i < m of a batch, on the threads when the rows hold
     // enough work (cost: about the operations of one row).
@@ -9207,42 +9242,52 @@ void Context::Impl::matmul(const detail::Weight& w, const detail::Act& a, int64_
 }
 
 // Several products of the same activation rows (Q, K, V; gate, up), each
-// activation already in its weight's format. With a batch, each weight is a
-// packed GEMM; for one token, one parallel pass runs over the rows of all of
-// them, so the threads meet once instead of once per matrix.
+// activation already in its weight's format. With a batch, the weights that
+// share packed activations (same rows, type and width) are one GEMM pass over
+// all their tiles; for one token, one parallel pass runs over the rows of all
+// of them. Either way the threads meet once instead of once per matrix.
 void Context::Impl::matmul_n(int count, const detail::Weight* const* ws, const detail::Act* const* as, int64_t rows_in,
                              float* const* ys) {
     using namespace detail;
-    bool all_gemm = rows_in >= kGemmMinRows && gemm_panel.data() != nullptr;
-    for (int i = 0; i < count; ++i) all_gemm = all_gemm && gemm_kind(ws[i]->type, ws[i]->cols) != GemmKind::none;
+    MINIGPT_ASSERT(count >= 1 && count <= 3);
+    bool all_gemm = true;
+    for (int i = 0; i < count; ++i) all_gemm = all_gemm && gemm_takes(*ws[i], rows_in);
     if (all_gemm) {
-        for (int i = 0; i < count; ++i) {
-            const Weight* wp = ws[i];
+        uint8_t* P = gemm_panel.data();
+        for (int i = 0; i < count;) {
+            const Weight* w0 = ws[i];
             const Act& a = *as[i];
-            float* y = ys[i];
-            // Pack the activations once (Q, K and V of one type share them, as do
-            // gate and up), then every chunk of 8-row tiles runs against all of them.
-            uint8_t* P = gemm_panel.data();
-            const int64_t panels = (rows_in + kGemmCols - 1) / kGemmCols;
-            const bool packed = i > 0 && as[i - 1]->data == a.data && ws[i - 1]->type == wp->type && ws[i - 1]->cols == wp->cols;
-            // (chunks small enough to be worth a thread: 64K values packed, 256K products)
-            if (!packed)
-                par.for_range(panels, std::max<int64_t>(1, (int64_t(1) << 16) / (kGemmCols * wp->cols)),
-                              [&](int64_t b, int64_t e, int) { gemm_pack_panels(wp->type, a.data, a.stride, wp->cols, rows_in, b, e, P); });
-            const int64_t tiles = (wp->rows + kGemmRows - 1) / kGemmRows;
+            int j = i + 1;
+            while (j < count && as[j]->data == a.data && ws[j]->type == w0->type && ws[j]->cols == w0->cols) ++j;
+            // prepare() may have packed the first input already.
+            if (!(i == 0 && a.packed && a.packed_type == w0->type && a.packed_cols == w0->cols)) {
+                const int64_t panels = (rows_in + kGemmCols - 1) / kGemmCols;
+                // (chunks small enough to be worth a thread: 64K values packed)
+                par.for_range(panels, std::max<int64_t>(1, (int64_t(1) << 16) / (kGemmCols * w0->cols)),
+                              [&](int64_t b, int64_t e, int) { gemm_pack_panels(w0->type, a.data, a.stride, w0->cols, rows_in, b, e, P); });
+            }
+            // The 8-row tiles of weights i..j-1, one after the other.
+            int64_t first[4] = {0, 0, 0, 0};
+            for (int k = i; k < j; ++k) first[k - i + 1] = first[k - i] + (ws[k]->rows + kGemmRows - 1) / kGemmRows;
             uint8_t* T = gemm_tiles.data();
             const size_t ts = gemm_tile_stride;
-            const int64_t tile_grain = std::max<int64_t>(1, (int64_t(1) << 18) / (kGemmRows * wp->cols * rows_in));
-            par.for_range(tiles, tile_grain, [&](int64_t b, int64_t e, int chunk) {
-                gemm_rows(wp->type, wp->data, wp->row_stride, wp->cols, b * kGemmRows, std::min(wp->rows, e * kGemmRows), P,
-                          rows_in, y, wp->rows, T + static_cast<size_t>(chunk) * ts);
+            // (256K products per chunk at least)
+            const int64_t tile_grain = std::max<int64_t>(1, (int64_t(1) << 18) / (kGemmRows * w0->cols * rows_in));
+            par.for_range(first[j - i], tile_grain, [&](int64_t b, int64_t e, int chunk) {
+                for (int k = i; k < j; ++k) {
+                    const int64_t lo = std::max(b, first[k - i]) - first[k - i], hi = std::min(e, first[k - i + 1]) - first[k - i];
+                    if (lo >= hi) continue;
+                    const Weight* wp = ws[k];
+                    gemm_rows(wp->type, wp->data, wp->row_stride, wp->cols, lo * kGemmRows, std::min(wp->rows, hi * kGemmRows), P,
+                              rows_in, ys[k], wp->rows, T + static_cast<size_t>(chunk) * ts);
+                }
             });
+            i = j;
         }
         return;
     }
     // The rows of all weights one after the other.
     int64_t first[4] = {0, 0, 0, 0}, cols = 1;
-    MINIGPT_ASSERT(count >= 1 && count <= 3);
     for (int i = 0; i < count; ++i) {
         first[i + 1] = first[i] + ws[i]->rows;
         cols = std::max(cols, ws[i]->cols);
@@ -9279,10 +9324,13 @@ void Context::Impl::attention(int layer, int m, int n_past) {
     const size_t es = kv_es, row_bytes = static_cast<size_t>(KV) * es;
     // Small heads (a few floats) are done inline: a kernel call per key costs more than the key.
     const bool small = D < 32;
-    // Enough work per chunk that handing it to another thread pays.
+    // Enough work per chunk that handing it to another thread pays. Jobs run
+    // from the last token back: the longest rows are claimed first, and the
+    // short ones left at the end even out the threads' finishing times.
+    const int64_t jobs = static_cast<int64_t>(m) * H;
     const int64_t job_cost = static_cast<int64_t>(n_past + m) * D * 2;
     const int64_t grain = std::max<int64_t>(1, (int64_t(1) << 15) / std::max<int64_t>(1, job_cost));
-    par.for_range(static_cast<int64_t>(m) * H, grain, [&](int64_t b, int64_t e, int chunk) {
+    par.for_range(jobs, grain, [&](int64_t b, int64_t e, int chunk) {
         const int block = attn_block;
         float* s = scores.data() + static_cast<size_t>(chunk) * (block + 2 * D);
         float* kbuf = s + block;  // one key / value widened from F16
@@ -9294,7 +9342,7 @@ void Context::Impl::attention(int layer, int m, int n_past) {
             dequantize_row(Type::F16, p, buf, D);
             return buf;
         };
-        for (int64_t job = b; job < e; ++job) {
+        for (int64_t job = jobs - 1 - b; job > jobs - 1 - e; --job) {
             if ((job & 15) == 0 && aborted()) return;
             const int i = static_cast<int>(job / H), h = static_cast<int>(job % H);
             const int pos = n_past + i;
@@ -9371,60 +9419,83 @@ Status Context::Impl::forward(const int32_t* toks, int n_tok, float* logits_out,
         else layer_norm(src, wp, b ? reinterpret_cast<const float*>(b.data) : nullptr, dst, E, hp.norm_eps);
     };
 
-    // Token embeddings (exact dequantization of the rows), plus learned positions.
-    for (int i = 0; i < m; ++i) {
+    // Token embeddings (exact dequantization of the rows), plus learned
+    // positions, and the RoPE angles of each row's position.
+    const float* freq_factors = M.rope_freqs ? reinterpret_cast<const float*>(M.rope_freqs.data) : nullptr;
+    each_row(m, 4 * E, [&](int64_t i) {
         const Weight& te = M.token_embd;
         float* xi = x.data() + static_cast<size_t>(i) * E;
         dequantize_row(te.type, te.data + static_cast<size_t>(toks[i]) * te.row_stride, xi, E);
         if (arch.pos_embd) {
             const Weight& pe = M.pos_embd;
-            dequantize_row(pe.type, pe.data + static_cast<size_t>(n_past + i) * pe.row_stride, out.data(), E);
-            for (int j = 0; j < E; ++j) xi[j] += out[j];
+            float* tmp = out.data() + static_cast<size_t>(i) * E;
+            dequantize_row(pe.type, pe.data + static_cast<size_t>(n_past + i) * pe.row_stride, tmp, E);
+            for (int j = 0; j < E; ++j) xi[j] += tmp[j];
         }
-    }
-    const float* freq_factors = M.rope_freqs ? reinterpret_cast<const float*>(M.rope_freqs.data) : nullptr;
-    for (int i = 0; i < m && hp.n_rot > 0; ++i)
-        rope_angles(n_past + i, hp.n_rot, hp.rope_base, hp.rope_freq_scale, freq_factors,
-                    rope_cs.data() + static_cast<size_t>(i) * hp.n_rot);
+        if (hp.n_rot > 0)
+            rope_angles(n_past + static_cast<int>(i), hp.n_rot, hp.rope_base, hp.rope_freq_scale, freq_factors,
+                        rope_cs.data() + static_cast<size_t>(i) * hp.n_rot);
+    });
+
+    // Each pass over the rows between two products does all the per-row work
+    // there is at that point. A product's output that adds to the residual
+    // stream (attention output, FFN down) waits in `out` until the next pass
+    // that reads x: residual_bias is then non-null (pointing at the product's
+    // bias, which may be empty).
+    const Weight* residual_bias = nullptr;
+    auto add_residual = [&](int64_t i) {
+        if (!residual_bias) return;
+        float* xi = x.data() + static_cast<size_t>(i) * E;
+        const float* oi = out.data() + static_cast<size_t>(i) * E;
+        const float* b = *residual_bias ? reinterpret_cast<const float*>(residual_bias->data) : nullptr;
+        for (int j = 0; j < E; ++j) xi[j] += b ? oi[j] + b[j] : oi[j];
+    };
+    auto add_row_bias = [](float* y, const Weight& b, int64_t n) {
+        if (!b) return;
+        const float* bb = reinterpret_cast<const float*>(b.data);
+        for (int64_t j = 0; j < n; ++j) y[j] += bb[j];
+    };
 
     for (int l = 0; l < hp.n_layer; ++l) {
         if (aborted()) return error(StatusCode::aborted, "aborted by the abort callback");
         const LayerWeights& L = M.layers[static_cast<size_t>(l)];
-        each_row(m, E, [&](int64_t i) {
+
+        // Residual, attention norm, Q/K/V input (converted once per format).
+        const Weight& w_in = arch.fused_qkv ? L.wqkv : L.wq;
+        Act aq = prepare(xn.data(), m, E, w_in, 0, 6 * E, [&](int64_t i) {
+            add_residual(i);
             norm(x.data() + static_cast<size_t>(i) * E, L.attn_norm, L.attn_norm_b, xn.data() + static_cast<size_t>(i) * E);
         });
-
-        // Q, K, V projections (the activations converted once per format).
+        residual_bias = nullptr;
         if (arch.fused_qkv) {
-            const int W = Qd + 2 * KVd;
-            Act a = make_act(xn.data(), m, E, vec_dot_type(L.wqkv.type), 0);
-            matmul(L.wqkv, a, m, qkv.data());
-            add_bias(qkv.data(), L.bqkv, m, W);
-            for (int i = 0; i < m; ++i) {
-                const float* row = qkv.data() + static_cast<size_t>(i) * W;
-                std::memcpy(q.data() + static_cast<size_t>(i) * Qd, row, sizeof(float) * Qd);
-                std::memcpy(k.data() + static_cast<size_t>(i) * KVd, row + Qd, sizeof(float) * KVd);
-                std::memcpy(v.data() + static_cast<size_t>(i) * KVd, row + Qd + KVd, sizeof(float) * KVd);
-            }
+            matmul(L.wqkv, aq, m, qkv.data());
         } else {
-            const Type tq = vec_dot_type(L.wq.type), tk = vec_dot_type(L.wk.type), tv = vec_dot_type(L.wv.type);
-            Act aq = make_act(xn.data(), m, E, tq, 0);
+            const Type tq = aq.type, tk = vec_dot_type(L.wk.type), tv = vec_dot_type(L.wv.type);
             Act ak = tk == tq ? aq : make_act(xn.data(), m, E, tk, 1);
             Act av = tv == tq ? aq : tv == tk ? ak : make_act(xn.data(), m, E, tv, 2);
             const Weight* ws[3] = {&L.wq, &L.wk, &L.wv};
             const Act* as[3] = {&aq, &ak, &av};
             float* ys[3] = {q.data(), k.data(), v.data()};
             matmul_n(3, ws, as, m, ys);
-            add_bias(q.data(), L.bq, m, Qd);
-            add_bias(k.data(), L.bk, m, KVd);
-            add_bias(v.data(), L.bv, m, KVd);
         }
-        // Per token: Q/K norms, RoPE, then K and V appended to the cache.
+        // Per token: biases, Q/K norms, RoPE, then K and V appended to the cache.
         const float* qn = arch.qk_norm ? reinterpret_cast<const float*>(L.q_norm.data) : nullptr;
         const float* kn = arch.qk_norm ? reinterpret_cast<const float*>(L.k_norm.data) : nullptr;
         each_row(m, 4 * (Qd + 2 * KVd), [&](int64_t i) {
             float* qi = q.data() + static_cast<size_t>(i) * Qd;
             float* ki = k.data() + static_cast<size_t>(i) * KVd;
+            float* vi = v.data() + static_cast<size_t>(i) * KVd;
+            if (arch.fused_qkv) {
+                float* row = qkv.data() + static_cast<size_t>(i) * (Qd + 2 * KVd);
+                add_row_bias(row, L.bqkv, Qd + 2 * KVd);
+                std::memcpy(qi, row, sizeof(float) * Qd);
+                std::memcpy(ki, row + Qd, sizeof(float) * KVd);
+                std::memcpy(vi, row + Qd + KVd, sizeof(float) * KVd);
+            } else {
+                add_row_bias(qi, L.bq, Qd);
+                add_row_bias(ki, L.bk, KVd);
+                add_row_bias(vi, L.bv, KVd);
+            }
             const int D = hp.head_dim;
             if (arch.qk_norm) {
                 for (int h = 0; h < hp.n_head; ++h) rms_norm(qi + static_cast<size_t>(h) * D, qn, qi + static_cast<size_t>(h) * D, D, hp.norm_eps);
@@ -9437,58 +9508,56 @@ Status Context::Impl::forward(const int32_t* toks, int n_tok, float* logits_out,
             }
             const int pos = n_past + static_cast<int>(i);
             kv_put(kv_at(kcache, l, pos), ki, KVd);
-            kv_put(kv_at(vcache, l, pos), v.data() + static_cast<size_t>(i) * KVd, KVd);
+            kv_put(kv_at(vcache, l, pos), vi, KVd);
         });
 
         attention(l, m, n_past);
         if (aborted()) return error(StatusCode::aborted, "aborted by the abort callback");
 
-        Act ao = make_act(att.data(), m, Qd, vec_dot_type(L.wo.type), 0);
+        Act ao = prepare(att.data(), m, Qd, L.wo, 0, 2 * Qd, [](int64_t) {});
         matmul(L.wo, ao, m, out.data());
-        add_bias(out.data(), L.bo, m, E);
-        each_row(m, E, [&](int64_t i) {
-            for (size_t j = static_cast<size_t>(i) * E; j < static_cast<size_t>(i + 1) * E; ++j) x[j] += out[j];
-        });
+        residual_bias = &L.bo;
 
-        // Feed-forward: down(silu(gate(x)) * up(x)), or down(gelu(up(x) + b) + b).
-        each_row(m, E, [&](int64_t i) {
+        // Feed-forward: down(silu(gate(x)) * up(x)), or down(gelu(up(x) + b) + b),
+        // its input made with the attention's residual and the FFN norm.
+        const bool swiglu = arch.ffn == FfnKind::swiglu;
+        Act ag = prepare(xn.data(), m, E, swiglu ? L.w_gate : L.w_up, 0, 6 * E, [&](int64_t i) {
+            add_residual(i);
             norm(x.data() + static_cast<size_t>(i) * E, L.ffn_norm, L.ffn_norm_b, xn.data() + static_cast<size_t>(i) * E);
         });
-        if (arch.ffn == FfnKind::swiglu) {
-            const Type tg = vec_dot_type(L.w_gate.type), tu = vec_dot_type(L.w_up.type);
-            Act ag = make_act(xn.data(), m, E, tg, 0);
-            Act au = tu == tg ? ag : make_act(xn.data(), m, E, tu, 1);
+        residual_bias = nullptr;
+        Act ad;
+        if (swiglu) {
+            const Type tu = vec_dot_type(L.w_up.type);
+            Act au = tu == ag.type ? ag : make_act(xn.data(), m, E, tu, 1);
             const Weight* ws[2] = {&L.w_gate, &L.w_up};
             const Act* as[2] = {&ag, &au};
             float* ys[2] = {gate.data(), up.data()};
             matmul_n(2, ws, as, m, ys);
-            each_row(m, 8 * F, [&](int64_t i) {
+            ad = prepare(gate.data(), m, F, L.w_down, 0, 10 * F, [&](int64_t i) {
                 silu_mul_f32(F, gate.data() + static_cast<size_t>(i) * F, up.data() + static_cast<size_t>(i) * F);
             });
         } else {
-            Act au = make_act(xn.data(), m, E, vec_dot_type(L.w_up.type), 0);
-            matmul(L.w_up, au, m, gate.data());
-            add_bias(gate.data(), L.b_up, m, F);
-            each_row(m, 8 * F, [&](int64_t i) {
-                for (size_t j = static_cast<size_t>(i) * F; j < static_cast<size_t>(i + 1) * F; ++j) gate[j] = detail::gelu(gate[j], gelu);
+            matmul(L.w_up, ag, m, gate.data());
+            ad = prepare(gate.data(), m, F, L.w_down, 0, 10 * F, [&](int64_t i) {
+                float* gi = gate.data() + static_cast<size_t>(i) * F;
+                add_row_bias(gi, L.b_up, F);
+                for (int j = 0; j < F; ++j) gi[j] = detail::gelu(gi[j], gelu);
             });
         }
-        Act ad = make_act(gate.data(), m, F, vec_dot_type(L.w_down.type), 0);
         if (aborted()) return error(StatusCode::aborted, "aborted by the abort callback");
         matmul(L.w_down, ad, m, out.data());
-        add_bias(out.data(), L.b_down, m, E);
-        each_row(m, E, [&](int64_t i) {
-            for (size_t j = static_cast<size_t>(i) * E; j < static_cast<size_t>(i + 1) * E; ++j) x[j] += out[j];
-        });
+        residual_bias = &L.b_down;
     }
     if (aborted()) return error(StatusCode::aborted, "aborted by the abort callback");
 
-    // Output norm and logits for the rows asked for.
+    // Last residual, output norm and logits for the rows asked for.
     const int first = all_rows ? 0 : m - 1;
     const int rows = m - first;
-    for (int i = 0; i < rows; ++i)
+    Act ao = prepare(xn.data(), rows, E, M.output, 0, 6 * E, [&](int64_t i) {
+        add_residual(first + i);
         norm(x.data() + static_cast<size_t>(first + i) * E, M.output_norm, M.output_norm_b, xn.data() + static_cast<size_t>(i) * E);
-    Act ao = make_act(xn.data(), rows, E, vec_dot_type(M.output.type), 0);
+    });
     matmul(M.output, ao, rows, logits_out);
     tokens.insert(tokens.end(), toks, toks + m);
     return Status();
