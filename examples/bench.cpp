@@ -8,10 +8,13 @@
 // ppN: N prompt tokens evaluated in one batch from an empty context.
 // tgN: N tokens evaluated one at a time from an empty context.
 // Token ids are drawn at random (the speed does not depend on them).
+// -t takes a list (-t 1,2): the thread counts then take turns within each
+// repetition, so that all of them see the same machine conditions (the way
+// to measure thread scaling on a shared machine).
 //
 // Generating one token reads every weight matrix once (and one row of the
 // token embedding), so its speed is bounded by memory bandwidth. Before the
-// tests the bench measures the read bandwidth with the same number of threads
+// tests the bench measures the read bandwidth with each number of threads
 // and, for each tg test, reports the weight bytes read per token and the
 // fraction of the bandwidth used: bytes/token x tokens/s / bandwidth (jsonl
 // adds weight_bytes_per_token, mem_bandwidth_gbs and bandwidth_fraction to
@@ -57,6 +60,7 @@ struct Result {
     int n_prompt = 0, n_gen = 0, threads = 0;
     double mean = 0, stddev = 0;
     uint64_t weight_bytes_per_token = 0;
+    double bandwidth_gbs = 0;  // measured with the same number of threads (0: not measured)
 };
 
 std::string model_type(const minigpt::ModelInfo& info) {
@@ -539,7 +543,8 @@ int make_model(const std::string& shape_name, const std::string& type_name, cons
 int main(int argc, char** argv) {
     prog_name() = "minigpt-bench";
     std::vector<std::string> models;
-    int n_prompt = 128, n_gen = 64, threads = 0, reps = 5;
+    int n_prompt = 128, n_gen = 64, reps = 5;
+    std::vector<int> thread_list;
     std::string output = "md", make_shape, make_type;
     bool output_set = false, make = false, mix = false, seed_set = false, bandwidth = true, use_mmap = true;
     uint64_t seed = 42;
@@ -551,13 +556,14 @@ int main(int argc, char** argv) {
         };
         if (a == "-h" || a == "--help") {
             std::printf(
-                "usage: minigpt-bench -m MODEL [-m MODEL...] [-p N_PROMPT] [-n N_GEN] [-t THREADS] "
+                "usage: minigpt-bench -m MODEL [-m MODEL...] [-p N_PROMPT] [-n N_GEN] [-t THREADS[,THREADS...]] "
                 "[-r REPETITIONS] [-mmp 0|1] [-o md|jsonl] [--no-bandwidth]\n"
                 "       minigpt-bench --make-model SHAPE --type TYPE -o OUT.gguf [--seed N] [--mix] [-t THREADS]\n"
                 "\n"
                 "Measures prompt processing (ppN) and generation (tgN) speed, the memory read\n"
                 "bandwidth (skipped with --no-bandwidth) and, for tgN, the weight bytes read per\n"
-                "token and the fraction of the bandwidth that generation uses.\n"
+                "token and the fraction of the bandwidth that generation uses. With a list of\n"
+                "thread counts (-t 1,2), they take turns within each repetition.\n"
                 "\n"
                 "--make-model writes a model of a real shape with RANDOM weights (for speed\n"
                 "tests; its output is meaningless). SHAPE: %s.\n"
@@ -573,7 +579,14 @@ int main(int argc, char** argv) {
         } else if (a == "-n" || a == "--n-gen") {
             n_gen = parse_int(a, value(), 0, 1 << 16);
         } else if (a == "-t" || a == "--threads") {
-            threads = parse_int(a, value(), 0, 1024);
+            const std::string list = value();
+            thread_list.clear();
+            for (size_t b = 0; b <= list.size();) {
+                size_t e = list.find(',', b);
+                if (e == std::string::npos) e = list.size();
+                thread_list.push_back(parse_int(a, list.substr(b, e - b).c_str(), 0, 1024));
+                b = e + 1;
+            }
         } else if (a == "-r" || a == "--repetitions") {
             reps = parse_int(a, value(), 1, 1000);
         } else if (a == "-o" || a == "--output") {
@@ -602,17 +615,23 @@ int main(int argc, char** argv) {
     }
     if (make) {
         if (!models.empty()) fail("--make-model does not take -m");
-        return make_model(make_shape, make_type, output_set ? output : std::string(), seed,
-                          mix, threads > 0 ? threads : hardware_threads());
+        if (thread_list.size() > 1) fail("--make-model takes one thread count");
+        const int threads = thread_list.empty() || thread_list[0] == 0 ? hardware_threads() : thread_list[0];
+        return make_model(make_shape, make_type, output_set ? output : std::string(), seed, mix, threads);
     }
     if (!make_type.empty() || seed_set || mix) fail("--type, --seed and --mix go with --make-model");
     if (output != "md" && output != "jsonl") fail("output must be md or jsonl");
     if (models.empty()) fail("no model given: use -m FILE");
 
-    Bandwidth bw;
-    if (bandwidth) {
-        bw = measure_bandwidth(threads > 0 ? threads : hardware_threads());
-        if (bw.gb_per_s <= 0) fail("the memory bandwidth test could not run (out of memory?)");
+    if (thread_list.empty()) thread_list.push_back(0);
+    for (int& t : thread_list)
+        if (t == 0) t = hardware_threads();
+    std::vector<Bandwidth> bws;  // one per thread count
+    for (int t : thread_list) {
+        bws.push_back(Bandwidth());
+        if (!bandwidth) continue;
+        bws.back() = measure_bandwidth(t);
+        if (bws.back().gb_per_s <= 0) fail("the memory bandwidth test could not run (out of memory?)");
     }
 
     std::vector<Result> results;
@@ -625,19 +644,23 @@ int main(int argc, char** argv) {
         uint64_t per_token = 0;
         std::string err;
         if (!weight_bytes_per_token(path, per_token, err)) fail("cannot read model '" + path + "': " + err);
-        minigpt::ContextParams cp;
-        cp.n_ctx = std::max(n_prompt, n_gen) + 1;
-        cp.n_batch = std::max(1, n_prompt);
-        cp.n_threads = threads;
-        std::unique_ptr<minigpt::Context> ctx;
-        st = minigpt::Context::create(model, cp, ctx);
-        if (!st) fail("cannot create the context: " + st.to_string());
-        std::fprintf(stderr,
-                     "%s: %s: %.2f MiB of weights (%s), %.2f MiB read per generated token; "
-                     "context %d tokens: KV cache %.2f MiB, scratch %.2f MiB, %d threads\n",
-                     prog_name(), path.c_str(), mib(model->info().weight_bytes), use_mmap ? "memory-mapped" : "read into memory",
-                     mib(per_token), ctx->n_ctx(),
-                     mib(ctx->kv_cache_bytes()), mib(ctx->scratch_bytes()), ctx->n_threads());
+        // One context per thread count.
+        std::vector<std::unique_ptr<minigpt::Context>> ctxs;
+        for (int t : thread_list) {
+            minigpt::ContextParams cp;
+            cp.n_ctx = std::max(n_prompt, n_gen) + 1;
+            cp.n_batch = std::max(1, n_prompt);
+            cp.n_threads = t;
+            ctxs.emplace_back();
+            st = minigpt::Context::create(model, cp, ctxs.back());
+            if (!st) fail("cannot create the context: " + st.to_string());
+            const minigpt::Context& ctx = *ctxs.back();
+            std::fprintf(stderr,
+                         "%s: %s: %.2f MiB of weights (%s), %.2f MiB read per generated token; "
+                         "context %d tokens: KV cache %.2f MiB, scratch %.2f MiB, %d threads\n",
+                         prog_name(), path.c_str(), mib(model->info().weight_bytes), use_mmap ? "memory-mapped" : "read into memory",
+                         mib(per_token), ctx.n_ctx(), mib(ctx.kv_cache_bytes()), mib(ctx.scratch_bytes()), ctx.n_threads());
+        }
         uint64_t rng = 42;
         std::vector<int32_t> toks(static_cast<size_t>(std::max(n_prompt, n_gen)));
         for (auto& t : toks) t = static_cast<int32_t>((rng = rng * 6364136223846793005ull + 1442695040888963407ull) >> 33) % model->n_vocab();
@@ -645,50 +668,59 @@ int main(int argc, char** argv) {
         for (int kind = 0; kind < 2; ++kind) {
             const int n = kind == 0 ? n_prompt : n_gen;
             if (n == 0) continue;
-            std::vector<double> tps;
+            std::vector<std::vector<double>> tps(ctxs.size());
             for (int r = -1; r < reps; ++r) {  // r = -1 is a warm-up
-                ctx->reset();
-                const auto t0 = std::chrono::steady_clock::now();
-                if (kind == 0) {
-                    st = ctx->eval(toks.data(), static_cast<size_t>(n));
-                } else {
-                    for (int i = 0; i < n && st; ++i) st = ctx->eval(&toks[static_cast<size_t>(i)], 1);
+                for (size_t c = 0; c < ctxs.size(); ++c) {
+                    minigpt::Context& ctx = *ctxs[c];
+                    ctx.reset();
+                    const auto t0 = std::chrono::steady_clock::now();
+                    if (kind == 0) {
+                        st = ctx.eval(toks.data(), static_cast<size_t>(n));
+                    } else {
+                        for (int i = 0; i < n && st; ++i) st = ctx.eval(&toks[static_cast<size_t>(i)], 1);
+                    }
+                    if (!st) fail("evaluation failed: " + st.to_string());
+                    const double s = ms_since(t0) / 1000.0;
+                    if (r >= 0) tps[c].push_back(n / s);
                 }
-                if (!st) fail("evaluation failed: " + st.to_string());
-                const double s = ms_since(t0) / 1000.0;
-                if (r >= 0) tps.push_back(n / s);
             }
-            Result res;
-            res.model = path;
-            res.type = model_type(model->info());
-            res.test = (kind == 0 ? "pp" : "tg") + std::to_string(n);
-            res.n_prompt = kind == 0 ? n : 0;
-            res.n_gen = kind == 1 ? n : 0;
-            res.threads = ctx->n_threads();
-            res.weight_bytes_per_token = per_token;
-            for (double v : tps) res.mean += v / tps.size();
-            for (double v : tps) res.stddev += (v - res.mean) * (v - res.mean);
-            res.stddev = tps.size() > 1 ? std::sqrt(res.stddev / (tps.size() - 1)) : 0;
-            results.push_back(res);
+            for (size_t c = 0; c < ctxs.size(); ++c) {
+                Result res;
+                res.model = path;
+                res.type = model_type(model->info());
+                res.test = (kind == 0 ? "pp" : "tg") + std::to_string(n);
+                res.n_prompt = kind == 0 ? n : 0;
+                res.n_gen = kind == 1 ? n : 0;
+                res.threads = ctxs[c]->n_threads();
+                res.weight_bytes_per_token = per_token;
+                res.bandwidth_gbs = bws[c].gb_per_s;
+                const std::vector<double>& v = tps[c];
+                for (double x : v) res.mean += x / v.size();
+                for (double x : v) res.stddev += (x - res.mean) * (x - res.mean);
+                res.stddev = v.size() > 1 ? std::sqrt(res.stddev / (v.size() - 1)) : 0;
+                results.push_back(res);
+            }
         }
     }
 
     // Fraction of the measured bandwidth a tg test used (0 when not measured or not a tg test).
     auto fraction = [&](const Result& r) {
-        if (r.n_gen == 0 || bw.gb_per_s <= 0) return 0.0;
-        return static_cast<double>(r.weight_bytes_per_token) * r.mean / (bw.gb_per_s * 1e9);
+        if (r.n_gen == 0 || r.bandwidth_gbs <= 0) return 0.0;
+        return static_cast<double>(r.weight_bytes_per_token) * r.mean / (r.bandwidth_gbs * 1e9);
     };
     if (output == "md") {
-        if (bw.gb_per_s > 0)
-            std::printf("memory read bandwidth: %.2f GB/s (%d threads, %.0f MiB buffer, best of %d passes)\n\n",
-                        bw.gb_per_s, bw.threads, mib(bw.bytes), kBandwidthPasses);
+        for (const Bandwidth& bw : bws)
+            if (bw.gb_per_s > 0)
+                std::printf("memory read bandwidth: %.2f GB/s (%d threads, %.0f MiB buffer, best of %d passes)\n",
+                            bw.gb_per_s, bw.threads, mib(bw.bytes), kBandwidthPasses);
+        if (bandwidth) std::printf("\n");
         std::printf("| model | type | threads | test | t/s | weights/token | bandwidth used |\n"
                     "|---|---|---:|---:|---:|---:|---:|\n");
         for (const Result& r : results) {
             char per_tok[32] = "", used[64] = "";
             if (r.n_gen > 0) std::snprintf(per_tok, sizeof per_tok, "%.2f MiB", mib(r.weight_bytes_per_token));
-            if (r.n_gen > 0 && bw.gb_per_s > 0)
-                std::snprintf(used, sizeof used, "%.1f%% of %.2f GB/s", 100.0 * fraction(r), bw.gb_per_s);
+            if (r.n_gen > 0 && r.bandwidth_gbs > 0)
+                std::snprintf(used, sizeof used, "%.1f%% of %.2f GB/s", 100.0 * fraction(r), r.bandwidth_gbs);
             std::printf("| %s | %s | %d | %s | %.2f ± %.2f | %s | %s |\n", r.model.c_str(), r.type.c_str(), r.threads,
                         r.test.c_str(), r.mean, r.stddev, per_tok, used);
         }
@@ -698,8 +730,8 @@ int main(int argc, char** argv) {
                         "\"n_threads\": %d, \"avg_ts\": %.6f, \"stddev_ts\": %.6f, \"weight_bytes_per_token\": %llu",
                         r.model.c_str(), r.type.c_str(), r.n_prompt, r.n_gen, r.threads, r.mean, r.stddev,
                         (unsigned long long)r.weight_bytes_per_token);
-            if (bw.gb_per_s > 0) {
-                std::printf(", \"mem_bandwidth_gbs\": %.6f", bw.gb_per_s);
+            if (r.bandwidth_gbs > 0) {
+                std::printf(", \"mem_bandwidth_gbs\": %.6f", r.bandwidth_gbs);
                 if (r.n_gen > 0) std::printf(", \"bandwidth_fraction\": %.6f", fraction(r));
             }
             std::printf("}\n");

@@ -39,9 +39,15 @@ bench)
     "$bin/minigpt-bench" --make-model stories15M --type Q8_0 -o "$tmp"
     out=$("$bin/minigpt-bench" -m "$tmp" -p 16 -n 4 -r 1 -t 2 2>&1)
     js=$("$bin/minigpt-bench" -m "$tmp" -p 16 -n 4 -r 1 -t 2 -o jsonl --no-bandwidth 2>/dev/null)
+    # A list of thread counts: one row per count and test.
+    tl=$("$bin/minigpt-bench" -m "$tmp" -p 16 -n 0 -r 1 -t 1,2 -o jsonl --no-bandwidth 2>/dev/null)
     rm -f "$tmp"
     echo "$out"
     echo "$js"
+    echo "$tl"
+    echo "$tl" | grep -q '"n_prompt": 16, "n_gen": 0, "n_threads": 1,'
+    echo "$tl" | grep -q '"n_prompt": 16, "n_gen": 0, "n_threads": 2,'
+    test "$(echo "$tl" | wc -l)" -eq 2
     echo "$out" | grep -Eq '\| pp16 \| [0-9.]+ ± [0-9.]+ \|'
     echo "$out" | grep -Eq '\| tg4 \| [0-9.]+ ± [0-9.]+ \|'
     echo "$out" | grep -q 'memory read bandwidth'
