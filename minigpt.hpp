@@ -3961,21 +3961,20 @@ inline void matvec_q_pairs(int64_t n, const uint8_t* w, size_t ws, int64_t r0, i
         }
         for (int64_t r = r0; r < r1; ++r) {
             const Block* x = reinterpret_cast<const Block*>(w + static_cast<size_t>(r) * ws);
+            // Block pair p of the row into an accumulator (two accumulators
+            // alternate, so that consecutive pairs do not wait on each other).
+            auto pair = [&](int64_t p, __m512 acc) {
+                const __m512i i = _mm512_dpbusd_epi32(start[p], pair_bytes_u8(x + 2 * p), act[p]);
+                const __m512 d = _mm512_mul_ps(da[p], pair_scales(x + 2 * p));
+                return _mm512_fmadd_ps(d, _mm512_maskz_cvtepi32_ps(__mmask16(0xFFFF), i), acc);
+            };
             __m512 acc0 = _mm512_setzero_ps(), acc1 = _mm512_setzero_ps();
             int64_t p = 0;
             for (; p + 2 <= pairs; p += 2) {
-                const __m512i i0 = _mm512_dpbusd_epi32(start[p], pair_bytes_u8(x + 2 * p), act[p]);
-                const __m512i i1 = _mm512_dpbusd_epi32(start[p + 1], pair_bytes_u8(x + 2 * p + 2), act[p + 1]);
-                const __m512 d0 = _mm512_mul_ps(da[p], pair_scales(x + 2 * p));
-                const __m512 d1 = _mm512_mul_ps(da[p + 1], pair_scales(x + 2 * p + 2));
-                acc0 = _mm512_fmadd_ps(d0, _mm512_maskz_cvtepi32_ps(__mmask16(0xFFFF), i0), acc0);
-                acc1 = _mm512_fmadd_ps(d1, _mm512_maskz_cvtepi32_ps(__mmask16(0xFFFF), i1), acc1);
+                acc0 = pair(p, acc0);
+                acc1 = pair(p + 1, acc1);
             }
-            if (p < pairs) {
-                const __m512i i0 = _mm512_dpbusd_epi32(start[p], pair_bytes_u8(x + 2 * p), act[p]);
-                const __m512 d0 = _mm512_mul_ps(da[p], pair_scales(x + 2 * p));
-                acc0 = _mm512_fmadd_ps(d0, _mm512_maskz_cvtepi32_ps(__mmask16(0xFFFF), i0), acc0);
-            }
+            if (p < pairs) acc0 = pair(p, acc0);
             out[r] = hsum(_mm512_add_ps(acc0, acc1));
         }
         return;
@@ -5136,49 +5135,44 @@ inline void gemm_kernel_i8(const uint8_t* T, const uint8_t* Pn, int64_t nb, __m5
     for (int r = 0; r < kGemmRows; ++r) out[r] = f[r];
 }
 
+// The float kernels: 8 weight rows against one or two panels (Panels == 2:
+// 32 activation rows share each weight broadcast, and the 16 accumulators
+// hide the FMA latency that 8 leave exposed). Each step k reads 64 bytes of
+// every panel: one value of 16 rows (F32) or a pair of bf16 values (BF16).
+// Step gives the weight broadcast of row r at step k and the product.
+struct GemmStepF32 {
+    using Row = const float*;
+    using Vec = __m512;
+    static Vec load(const uint8_t* p) { return _mm512_load_ps(reinterpret_cast<const float*>(p)); }
+    static Vec weight(Row row, int64_t k) { return _mm512_set1_ps(row[k]); }
+    static __m512 madd(__m512 acc, Vec a, Vec w) { return _mm512_fmadd_ps(a, w, acc); }
+};
 #if defined(__AVX512BF16__)
-// Panels as in gemm_kernel_f32 below.
-template <int Panels>
-inline void gemm_kernel_bf16(const uint8_t* const* rows, const uint8_t* Pn, size_t panel_bytes, int64_t n, __m512* out) {
-    __m512 f[Panels][kGemmRows];
+struct GemmStepBF16 {
+    using Row = const uint8_t*;
+    using Vec = __m512bh;
+    static Vec load(const uint8_t* p) { return (__m512bh)_mm512_load_si512(p); }
+    static Vec weight(Row row, int64_t k) { return (__m512bh)_mm512_set1_epi32(load_i32(row + 4 * k)); }
+    static __m512 madd(__m512 acc, Vec a, Vec w) { return _mm512_dpbf16_ps(acc, a, w); }
+};
+#endif
+
+template <int Panels, class Step>
+inline void gemm_kernel_float(const typename Step::Row* rows, const uint8_t* Pn, size_t panel_bytes, int64_t steps,
+                              __m512* out) {
+    __m512 f[Panels][kGemmRows];  // local, so that the accumulators stay in registers
     MINIGPT_UNROLL(8)
     for (int r = 0; r < kGemmRows; ++r)
         for (int q = 0; q < Panels; ++q) f[q][r] = _mm512_setzero_ps();
     const uint8_t* P1 = Pn + (Panels > 1 ? panel_bytes : 0);
-    for (int64_t k = 0; k < n / 2; ++k) {
-        const __m512bh a0 = (__m512bh)_mm512_load_si512(Pn + 64 * k);
-        const __m512bh a1 = (__m512bh)_mm512_load_si512(P1 + 64 * k);
+    for (int64_t k = 0; k < steps; ++k) {
+        const typename Step::Vec a0 = Step::load(Pn + 64 * k);
+        const typename Step::Vec a1 = Step::load(P1 + 64 * k);
         MINIGPT_UNROLL(8)
         for (int r = 0; r < kGemmRows; ++r) {
-            const __m512bh wv = (__m512bh)_mm512_set1_epi32(load_i32(rows[r] + 4 * k));
-            f[0][r] = _mm512_dpbf16_ps(f[0][r], a0, wv);
-            if (Panels > 1) f[Panels - 1][r] = _mm512_dpbf16_ps(f[Panels - 1][r], a1, wv);
-        }
-    }
-    MINIGPT_UNROLL(8)
-    for (int r = 0; r < kGemmRows; ++r)
-        for (int q = 0; q < Panels; ++q) out[q * kGemmRows + r] = f[q][r];
-}
-#endif
-
-// Panels == 2: two panels (32 activation rows) share each weight broadcast, and
-// the 16 accumulators hide the FMA latency that 8 leave exposed.
-template <int Panels>
-inline void gemm_kernel_f32(const float* const* rows, const uint8_t* Pn, size_t panel_bytes, int64_t n, __m512* out) {
-    __m512 f[Panels][kGemmRows];
-    MINIGPT_UNROLL(8)
-    for (int r = 0; r < kGemmRows; ++r)
-        for (int q = 0; q < Panels; ++q) f[q][r] = _mm512_setzero_ps();
-    const float* a0 = reinterpret_cast<const float*>(Pn);
-    const float* a1 = reinterpret_cast<const float*>(Pn + (Panels > 1 ? panel_bytes : 0));
-    for (int64_t k = 0; k < n; ++k) {
-        const __m512 av0 = _mm512_load_ps(a0 + k * kGemmCols);
-        const __m512 av1 = _mm512_load_ps(a1 + k * kGemmCols);
-        MINIGPT_UNROLL(8)
-        for (int r = 0; r < kGemmRows; ++r) {
-            const __m512 wv = _mm512_set1_ps(rows[r][k]);
-            f[0][r] = _mm512_fmadd_ps(av0, wv, f[0][r]);
-            if (Panels > 1) f[Panels - 1][r] = _mm512_fmadd_ps(av1, wv, f[Panels - 1][r]);
+            const typename Step::Vec wv = Step::weight(rows[r], k);
+            f[0][r] = Step::madd(f[0][r], a0, wv);
+            if (Panels > 1) f[Panels - 1][r] = Step::madd(f[Panels - 1][r], a1, wv);
         }
     }
     MINIGPT_UNROLL(8)
@@ -5219,19 +5213,22 @@ inline void gemm_rows(Type wt, const void* W, size_t w_row_bytes, int64_t n, int
                 frow[r] = dst;
             }
         }
+        // The tile's results against panel p.
+        auto store = [&](const __m512* acc, int64_t p) {
+            const int cols = static_cast<int>(std::min<int64_t>(kGemmCols, m - p * kGemmCols));
+            gemm_store(acc, rows, cols, Y + p * kGemmCols * ldy + rt, ldy);
+        };
         int64_t p = 0;
         if (kind == GemmKind::f32 || kind == GemmKind::bf16) {  // pairs of panels
             for (; p + 2 <= n_panels; p += 2) {
                 const uint8_t* Pn = P + static_cast<size_t>(p) * panel_bytes;
 #if defined(__AVX512BF16__)
-                if (kind == GemmKind::bf16) gemm_kernel_bf16<2>(brow, Pn, panel_bytes, n, f);
+                if (kind == GemmKind::bf16) gemm_kernel_float<2, GemmStepBF16>(brow, Pn, panel_bytes, n / 2, f);
                 else
 #endif
-                    gemm_kernel_f32<2>(frow, Pn, panel_bytes, n, f);
-                for (int q = 0; q < 2; ++q) {
-                    const int cols = static_cast<int>(std::min<int64_t>(kGemmCols, m - (p + q) * kGemmCols));
-                    gemm_store(f + q * kGemmRows, rows, cols, Y + (p + q) * kGemmCols * ldy + rt, ldy);
-                }
+                    gemm_kernel_float<2, GemmStepF32>(frow, Pn, panel_bytes, n, f);
+                store(f, p);
+                store(f + kGemmRows, p + 1);
             }
         }
         for (; p < n_panels; ++p) {
@@ -5246,13 +5243,12 @@ inline void gemm_rows(Type wt, const void* W, size_t w_row_bytes, int64_t n, int
                 }
             } else if (kind == GemmKind::bf16) {
 #if defined(__AVX512BF16__)
-                gemm_kernel_bf16<1>(brow, Pn, panel_bytes, n, f);
+                gemm_kernel_float<1, GemmStepBF16>(brow, Pn, panel_bytes, n / 2, f);
 #endif
             } else {
-                gemm_kernel_f32<1>(frow, Pn, panel_bytes, n, f);
+                gemm_kernel_float<1, GemmStepF32>(frow, Pn, panel_bytes, n, f);
             }
-            const int cols = static_cast<int>(std::min<int64_t>(kGemmCols, m - p * kGemmCols));
-            gemm_store(f, rows, cols, Y + p * kGemmCols * ldy + rt, ldy);
+            store(f, p);
         }
     }
 }
@@ -9497,9 +9493,12 @@ Status Context::Impl::forward(const int32_t* toks, int n_tok, float* logits_out,
                 add_row_bias(vi, L.bv, KVd);
             }
             const int D = hp.head_dim;
-            if (arch.qk_norm) {
-                for (int h = 0; h < hp.n_head; ++h) rms_norm(qi + static_cast<size_t>(h) * D, qn, qi + static_cast<size_t>(h) * D, D, hp.norm_eps);
-                for (int h = 0; h < hp.n_head_kv; ++h) rms_norm(ki + static_cast<size_t>(h) * D, kn, ki + static_cast<size_t>(h) * D, D, hp.norm_eps);
+            if (arch.qk_norm) {  // each head on its own
+                auto norm_heads = [&](float* v, int heads, const float* w) {
+                    for (int h = 0; h < heads; ++h) rms_norm(v + static_cast<size_t>(h) * D, w, v + static_cast<size_t>(h) * D, D, hp.norm_eps);
+                };
+                norm_heads(qi, hp.n_head, qn);
+                norm_heads(ki, hp.n_head_kv, kn);
             }
             if (arch.rope != RopeKind::none) {
                 const float* cs = rope_cs.data() + static_cast<size_t>(i) * hp.n_rot;

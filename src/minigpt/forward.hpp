@@ -572,9 +572,12 @@ Status Context::Impl::forward(const int32_t* toks, int n_tok, float* logits_out,
                 add_row_bias(vi, L.bv, KVd);
             }
             const int D = hp.head_dim;
-            if (arch.qk_norm) {
-                for (int h = 0; h < hp.n_head; ++h) rms_norm(qi + static_cast<size_t>(h) * D, qn, qi + static_cast<size_t>(h) * D, D, hp.norm_eps);
-                for (int h = 0; h < hp.n_head_kv; ++h) rms_norm(ki + static_cast<size_t>(h) * D, kn, ki + static_cast<size_t>(h) * D, D, hp.norm_eps);
+            if (arch.qk_norm) {  // each head on its own
+                auto norm_heads = [&](float* v, int heads, const float* w) {
+                    for (int h = 0; h < heads; ++h) rms_norm(v + static_cast<size_t>(h) * D, w, v + static_cast<size_t>(h) * D, D, hp.norm_eps);
+                };
+                norm_heads(qi, hp.n_head, qn);
+                norm_heads(ki, hp.n_head_kv, kn);
             }
             if (arch.rope != RopeKind::none) {
                 const float* cs = rope_cs.data() + static_cast<size_t>(i) * hp.n_rot;

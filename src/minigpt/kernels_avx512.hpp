@@ -531,21 +531,20 @@ inline void matvec_q_pairs(int64_t n, const uint8_t* w, size_t ws, int64_t r0, i
         }
         for (int64_t r = r0; r < r1; ++r) {
             const Block* x = reinterpret_cast<const Block*>(w + static_cast<size_t>(r) * ws);
+            // Block pair p of the row into an accumulator (two accumulators
+            // alternate, so that consecutive pairs do not wait on each other).
+            auto pair = [&](int64_t p, __m512 acc) {
+                const __m512i i = _mm512_dpbusd_epi32(start[p], pair_bytes_u8(x + 2 * p), act[p]);
+                const __m512 d = _mm512_mul_ps(da[p], pair_scales(x + 2 * p));
+                return _mm512_fmadd_ps(d, _mm512_maskz_cvtepi32_ps(__mmask16(0xFFFF), i), acc);
+            };
             __m512 acc0 = _mm512_setzero_ps(), acc1 = _mm512_setzero_ps();
             int64_t p = 0;
             for (; p + 2 <= pairs; p += 2) {
-                const __m512i i0 = _mm512_dpbusd_epi32(start[p], pair_bytes_u8(x + 2 * p), act[p]);
-                const __m512i i1 = _mm512_dpbusd_epi32(start[p + 1], pair_bytes_u8(x + 2 * p + 2), act[p + 1]);
-                const __m512 d0 = _mm512_mul_ps(da[p], pair_scales(x + 2 * p));
-                const __m512 d1 = _mm512_mul_ps(da[p + 1], pair_scales(x + 2 * p + 2));
-                acc0 = _mm512_fmadd_ps(d0, _mm512_maskz_cvtepi32_ps(__mmask16(0xFFFF), i0), acc0);
-                acc1 = _mm512_fmadd_ps(d1, _mm512_maskz_cvtepi32_ps(__mmask16(0xFFFF), i1), acc1);
+                acc0 = pair(p, acc0);
+                acc1 = pair(p + 1, acc1);
             }
-            if (p < pairs) {
-                const __m512i i0 = _mm512_dpbusd_epi32(start[p], pair_bytes_u8(x + 2 * p), act[p]);
-                const __m512 d0 = _mm512_mul_ps(da[p], pair_scales(x + 2 * p));
-                acc0 = _mm512_fmadd_ps(d0, _mm512_maskz_cvtepi32_ps(__mmask16(0xFFFF), i0), acc0);
-            }
+            if (p < pairs) acc0 = pair(p, acc0);
             out[r] = hsum(_mm512_add_ps(acc0, acc1));
         }
         return;
