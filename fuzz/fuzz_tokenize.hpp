@@ -1,7 +1,8 @@
 // The checks shared by fuzz_tokenize_spm.cpp and fuzz_tokenize_bpe.cpp:
 // tokenize arbitrary bytes with and without special-token parsing, check
 // every id, detokenize, and require the round trip
-// detokenize(tokenize(text)) == text where it must hold.
+// detokenize(tokenize(text)) == text where it must hold. The two targets
+// differ only in their list of vocabularies (see run_tokenizer).
 #pragma once
 
 #include "fuzz_util.hpp"
@@ -52,6 +53,23 @@ inline void check_tokenizer(const minigpt::Model& model, std::string_view text) 
         for (int32_t id : ids) joined += model.token_to_piece(id, false);
         FUZZ_CHECK(joined.size() + 1 >= plain.size(), "detokenize longer than its pieces");
     }
+}
+
+// One fuzz input against a list of N vocabularies (N a power of two): the
+// first byte chooses the vocabulary, the rest is the text. The vocabularies
+// are loaded at the first call (the targets call it from
+// LLVMFuzzerInitialize with an empty input, so that loading is not timed).
+template <size_t N>
+inline int run_tokenizer(const char* const (&paths)[N], const uint8_t* data, size_t size) {
+    static_assert(N > 0 && (N & (N - 1)) == 0, "a power of two, so that one byte's low bits choose evenly");
+    static const std::vector<std::shared_ptr<minigpt::Model>> vocabs = [&] {
+        std::vector<std::shared_ptr<minigpt::Model>> v;
+        for (const char* p : paths) v.push_back(load_vocab(p));
+        return v;
+    }();
+    if (size == 0) return 0;
+    check_tokenizer(*vocabs[data[0] & (N - 1)], std::string_view(reinterpret_cast<const char*>(data + 1), size - 1));
+    return 0;
 }
 
 }  // namespace fuzz

@@ -97,6 +97,51 @@ double exact_dot(Type wt, const void* w, const void* a, int64_t n) {
     return s;
 }
 
+float get_f16(const uint8_t* p) {
+    uint16_t h;
+    std::memcpy(&h, p, 2);
+    return fp16_to_fp32(h);
+}
+
+// Tolerance for a float-accumulated dot against the exact one: relative to the
+// sum of |products|; Q4_1 / Q5_1 also carry the fp16 rounding of Q8_1's s.
+double dot_tol(Type t, const std::vector<uint8_t>& w, const std::vector<uint8_t>& a, int64_t n, double rel) {
+    double tol = rel * abs_dot(t, w.data(), a.data(), n) + 1e-30;
+    if (t == Type::Q4_1 || t == Type::Q5_1) {
+        const size_t wb = type_info(t).block_bytes;
+        for (int64_t b = 0; b < n / 32; ++b) {
+            const BlockQ8_1* y = reinterpret_cast<const BlockQ8_1*>(a.data()) + b;
+            tol += std::fabs(get_f16(w.data() + b * wb + 2)) * std::fabs(fp16_to_fp32(y->s)) * 1e-3;
+        }
+    }
+    return tol;
+}
+
+// The wrong values of Y (m rows of ldy values, filled with -999 before) after
+// the product of weight rows [r0, r1) of W with the activation rows of A:
+// inside the range each must equal the scalar row dot product within
+// dot_tol(rel), outside it nothing may be written. The first few are printed.
+int count_bad_products(Type t, int64_t n, const std::vector<uint8_t>& W, const std::vector<uint8_t>& A, int64_t m,
+                       int64_t ldy, int64_t r0, int64_t r1, const std::vector<float>& Y, double rel = 2e-5) {
+    const size_t wrb = row_bytes(t, n), arb = row_bytes(vec_dot_type(t), n);
+    int bad = 0;
+    for (int64_t j = 0; j < m; ++j) {
+        for (int64_t r = 0; r < ldy; ++r) {
+            const float got = Y[static_cast<size_t>(j * ldy + r)];
+            if (r < r0 || r >= r1) {
+                if (got != -999.0f) ++bad;  // outside the range: untouched
+                continue;
+            }
+            const std::vector<uint8_t> wr(W.begin() + r * wrb, W.begin() + (r + 1) * wrb);
+            const std::vector<uint8_t> aj(A.begin() + j * arb, A.begin() + (j + 1) * arb);
+            const float ref = scalar::vec_dot(t, n, wr.data(), aj.data());
+            if (!(std::fabs(double(got) - ref) <= dot_tol(t, wr, aj, n, rel)) && ++bad < 4)
+                MESSAGE("row " << r << " col " << j << ": " << got << " vs " << ref);
+        }
+    }
+    return bad;
+}
+
 std::vector<int64_t> lengths_for(Type t) {
     if (type_info(t).block_size == 1)
         return {1, 2, 3, 7, 8, 15, 16, 17, 31, 32, 33, 63, 64, 65, 100, 127, 128, 255, 256, 257, 1000, 1023, 1024, 4096, 4097};
@@ -519,21 +564,7 @@ TEST_CASE("matmul_rows matches a naive loop for odd m and row ranges") {
                     for (const auto& rg : ranges) {
                         std::vector<float> Y(ldy * m, -999.0f);
                         ks.matmul_rows(t, W.data(), wrb, n, rg[0], rg[1], A.data(), arb, m, Y.data(), ldy);
-                        int bad = 0;
-                        for (int64_t j = 0; j < m; ++j) {
-                            for (int64_t r = 0; r < ldy; ++r) {
-                                const float got = Y[j * ldy + r];
-                                if (r < rg[0] || r >= rg[1]) {
-                                    if (got != -999.0f) ++bad;  // outside the range: untouched
-                                    continue;
-                                }
-                                const void* wr = W.data() + r * wrb;
-                                const void* aj = A.data() + j * arb;
-                                const float ref = scalar::vec_dot(t, n, wr, aj);
-                                const double tol = 2e-5 * abs_dot(t, wr, aj, n) + 1e-30;
-                                if (!(std::fabs(double(got) - ref) <= tol)) ++bad;
-                            }
-                        }
+                        const int bad = count_bad_products(t, n, W, A, m, ldy, rg[0], rg[1], Y);
                         CHECK_MESSAGE(bad == 0, std::string(ks.name) << " " << std::string(type_name(t)) << " n=" << n << " m=" << m << " rows ["
                                                         << rg[0] << "," << rg[1] << ")");
                     }
@@ -573,11 +604,6 @@ const Type kNewTypes[] = {Type::Q4_1, Type::Q5_0, Type::Q5_1, Type::IQ4_NL, Type
 void put_f16(uint8_t* p, float v) {
     const uint16_t h = fp32_to_fp16(v);
     std::memcpy(p, &h, 2);
-}
-float get_f16(const uint8_t* p) {
-    uint16_t h;
-    std::memcpy(&h, p, 2);
-    return fp16_to_fp32(h);
 }
 
 // Byte offsets of the fp16 scale (and min) inside a block, -1 when absent.
@@ -687,20 +713,6 @@ std::vector<uint8_t> random_act(std::mt19937& rng, Type t, int64_t n, float scal
     if (n >= 512)
         for (int j = 256; j < 512; ++j) x[j] = 0;
     return quantized(vec_dot_type(t), x);
-}
-
-// Tolerance for a float-accumulated dot against the exact one: relative to the
-// sum of |products|; Q4_1 / Q5_1 also carry the fp16 rounding of Q8_1's s.
-double dot_tol(Type t, const std::vector<uint8_t>& w, const std::vector<uint8_t>& a, int64_t n, double rel) {
-    double tol = rel * abs_dot(t, w.data(), a.data(), n) + 1e-30;
-    if (t == Type::Q4_1 || t == Type::Q5_1) {
-        const size_t wb = type_info(t).block_bytes;
-        for (int64_t b = 0; b < n / 32; ++b) {
-            const BlockQ8_1* y = reinterpret_cast<const BlockQ8_1*>(a.data()) + b;
-            tol += std::fabs(get_f16(w.data() + b * wb + 2)) * std::fabs(fp16_to_fp32(y->s)) * 1e-3;
-        }
-    }
-    return tol;
 }
 
 }  // namespace
@@ -1040,20 +1052,7 @@ TEST_CASE("new types: matmul_rows matches vec_dot for odd m and row ranges") {
                     const int64_t ldy = R + 1;
                     std::vector<float> Y(ldy * m, -999.0f);
                     ks.matmul_rows(t, W.data(), wrb, n, 1, R, A.data(), arb, m, Y.data(), ldy);
-                    int bad = 0;
-                    for (int64_t j = 0; j < m; ++j) {
-                        for (int64_t r = 0; r < ldy; ++r) {
-                            const float got = Y[j * ldy + r];
-                            if (r < 1 || r >= R) {
-                                if (got != -999.0f) ++bad;
-                                continue;
-                            }
-                            const std::vector<uint8_t> wr(W.begin() + r * wrb, W.begin() + (r + 1) * wrb);
-                            const std::vector<uint8_t> aj(A.begin() + j * arb, A.begin() + (j + 1) * arb);
-                            const float ref = scalar::vec_dot(t, n, wr.data(), aj.data());
-                            if (!(std::fabs(double(got) - ref) <= dot_tol(t, wr, aj, n, 2e-5))) ++bad;
-                        }
-                    }
+                    const int bad = count_bad_products(t, n, W, A, m, ldy, 1, R, Y);
                     CHECK_MESSAGE(bad == 0, std::string(ks.name) << " " << std::string(type_name(t)) << " n=" << n << " m=" << m);
                 }
             }
@@ -1102,22 +1101,7 @@ TEST_CASE("gemm_rows matches scalar vec_dot for every type it handles, odd m and
                 for (const auto& rg : ranges) {
                     std::vector<float> Y(static_cast<size_t>(ldy * m), -999.0f);
                     gemm_rows(t, W.data(), wrb, n, rg[0], rg[1], P.data(), m, Y.data(), ldy, tile.data());
-                    int bad = 0;
-                    for (int64_t j = 0; j < m; ++j) {
-                        for (int64_t r = 0; r < ldy; ++r) {
-                            const float got = Y[j * ldy + r];
-                            if (r < rg[0] || r >= rg[1]) {
-                                if (got != -999.0f) ++bad;  // outside the range: untouched
-                                continue;
-                            }
-                            const std::vector<uint8_t> wr(W.begin() + r * wrb, W.begin() + (r + 1) * wrb);
-                            const std::vector<uint8_t> aj(A.begin() + j * arb, A.begin() + (j + 1) * arb);
-                            const float ref = scalar::vec_dot(t, n, wr.data(), aj.data());
-                            if (!(std::fabs(double(got) - ref) <= dot_tol(t, wr, aj, n, 2e-5))) {
-                                if (++bad < 4) MESSAGE("row " << r << " col " << j << ": " << got << " vs " << ref);
-                            }
-                        }
-                    }
+                    const int bad = count_bad_products(t, n, W, A, m, ldy, rg[0], rg[1], Y);
                     CHECK_MESSAGE(bad == 0, std::string(type_name(t)) << " n=" << n << " m=" << m << " rows [" << rg[0] << "," << rg[1] << ")");
                 }
             }
