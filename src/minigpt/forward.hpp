@@ -19,6 +19,17 @@ struct Act {
     int64_t packed_cols = 0;
 };
 
+// Parts laid one after the other, part k covering [first[k], first[k + 1]):
+// f(k, lo, hi) for the piece [lo, hi) of part k (counted from the part's own
+// start) that [b, e) overlaps.
+template <class F>
+inline void each_part(const int64_t* first, int parts, int64_t b, int64_t e, F&& f) {
+    for (int k = 0; k < parts; ++k) {
+        const int64_t lo = std::max(b, first[k]) - first[k], hi = std::min(e, first[k + 1]) - first[k];
+        if (lo < hi) f(k, lo, hi);
+    }
+}
+
 // y = x / sqrt(mean(x^2) + eps) * w, the sum accumulated in double.
 inline void rms_norm(const float* x, const float* w, float* y, int64_t n, float eps) {
     double sum = 0;
@@ -349,13 +360,11 @@ void Context::Impl::matmul_n(int count, const detail::Weight* const* ws, const d
             // (256K products per chunk at least)
             const int64_t tile_grain = std::max<int64_t>(1, (int64_t(1) << 18) / (kGemmRows * w0->cols * rows_in));
             par.for_range(first[j - i], tile_grain, [&](int64_t b, int64_t e, int chunk) {
-                for (int k = i; k < j; ++k) {
-                    const int64_t lo = std::max(b, first[k - i]) - first[k - i], hi = std::min(e, first[k - i + 1]) - first[k - i];
-                    if (lo >= hi) continue;
-                    const Weight* wp = ws[k];
+                each_part(first, j - i, b, e, [&](int k, int64_t lo, int64_t hi) {
+                    const Weight* wp = ws[i + k];
                     gemm_rows(wp->type, wp->data, wp->row_stride, wp->cols, lo * kGemmRows, std::min(wp->rows, hi * kGemmRows), P,
-                              rows_in, ys[k], wp->rows, T + static_cast<size_t>(chunk) * ts);
-                }
+                              rows_in, ys[i + k], wp->rows, T + static_cast<size_t>(chunk) * ts);
+                });
             });
             i = j;
         }
@@ -371,21 +380,21 @@ void Context::Impl::matmul_n(int count, const detail::Weight* const* ws, const d
     // Enough work per chunk that handing it to another thread pays, and one
     // equal chunk per thread: the threads finish together, and each reads one
     // stretch of memory. (Four chunks per thread, claimed as the threads come,
-    // were 15-20% slower for smollm2-135m Q8_0 and llama-3.2-1b Q4_K generation:
-    // every claim moves a shared cache line between the cores.) A thread that
-    // comes late still finds its chunk taken by one that is free.
+    // were 15-20% slower for smollm2-135m Q8_0 and llama-3.2-1b Q4_K generation,
+    // and chunks shrinking from a quarter of the rows to a sixteenth 10-20%:
+    // every chunk restarts a memory stream, and every claim moves a shared
+    // cache line between the cores.) A thread that comes late still finds its
+    // chunk taken by one that is free.
     const int64_t min_rows = std::max<int64_t>(4, (int64_t(1) << 14) / (cols * rows_in));
     const int64_t T = std::max(1, n_threads);
     const int64_t chunks = std::max<int64_t>(1, std::min<int64_t>(T, total / min_rows));
     const int64_t grain = ((total + chunks - 1) / chunks + 3) / 4 * 4;
     par.for_range(total, grain, [&](int64_t b, int64_t e, int) {
-        for (int i = 0; i < count; ++i) {
-            const int64_t lo = std::max(b, first[i]) - first[i], hi = std::min(e, first[i + 1]) - first[i];
-            if (lo >= hi) continue;
-            const Weight* wp = ws[i];
-            matmul_rows(wp->type, wp->data, wp->row_stride, wp->cols, lo, hi, as[i]->data, as[i]->stride, rows_in, ys[i],
+        each_part(first, count, b, e, [&](int k, int64_t lo, int64_t hi) {
+            const Weight* wp = ws[k];
+            matmul_rows(wp->type, wp->data, wp->row_stride, wp->cols, lo, hi, as[k]->data, as[k]->stride, rows_in, ys[k],
                         wp->rows);
-        }
+        });
     });
 }
 
