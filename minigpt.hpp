@@ -9075,6 +9075,20 @@ struct Context::Impl {
     Status init();
     Status forward(const int32_t* toks, int m, float* logits_out, bool all_rows);
     detail::Act make_act(const float* src, int64_t m, int64_t n, detail::Type vt, int slot);
+    // Where rows of n values of src go in format vt: in place for F32, else
+    // act_buf[slot]; convert_row writes row i there.
+    detail::Act act_layout(const float* src, int64_t n, detail::Type vt, int slot) {
+        detail::Act a;
+        a.type = vt;
+        const bool f32 = vt == detail::Type::F32;
+        a.stride = f32 ? static_cast<size_t>(n) * sizeof(float) : detail::row_bytes(vt, n);
+        a.data = f32 ? static_cast<const void*>(src) : act_buf[slot].data();
+        return a;
+    }
+    void convert_row(const detail::Act& a, const float* src, int64_t n, int slot, int64_t i) {
+        if (a.type == detail::Type::F32) return;
+        detail::quantize_row(a.type, src + i * n, act_buf[slot].data() + static_cast<size_t>(i) * a.stride, n);
+    }
     bool gemm_takes(const detail::Weight& w, int64_t m) const {
         return m >= detail::kGemmMinRows && gemm_panel.data() != nullptr && detail::gemm_kind(w.type, w.cols) != detail::GemmKind::none;
     }
@@ -9087,15 +9101,10 @@ struct Context::Impl {
     template <class F>
     detail::Act prepare(float* src, int64_t m, int64_t n, const detail::Weight& w, int slot, int64_t cost, F&& make) {
         using namespace detail;
-        Act a;
-        a.type = vec_dot_type(w.type);
-        const bool f32 = a.type == Type::F32;
-        a.stride = f32 ? static_cast<size_t>(n) * sizeof(float) : row_bytes(a.type, n);
-        uint8_t* dst = act_buf[slot].data();
-        a.data = f32 ? static_cast<const void*>(src) : dst;
+        Act a = act_layout(src, n, vec_dot_type(w.type), slot);
         auto make_row = [&](int64_t i) {
             make(i);
-            if (!f32) quantize_row(a.type, src + i * n, dst + static_cast<size_t>(i) * a.stride, n);
+            convert_row(a, src, n, slot, i);
         };
         if (!gemm_takes(w, m)) {
             each_row(m, cost, make_row);
@@ -9223,21 +9232,11 @@ size_t Context::Impl::scratch_bytes() const {
 }
 
 detail::Act Context::Impl::make_act(const float* src, int64_t rows, int64_t n, detail::Type vt, int slot) {
-    using namespace detail;
-    Act a;
-    a.type = vt;
-    if (vt == Type::F32) {
-        a.data = src;
-        a.stride = static_cast<size_t>(n) * sizeof(float);
-        return a;
-    }
-    a.stride = row_bytes(vt, n);
-    uint8_t* dst = act_buf[slot].data();
-    const size_t stride = a.stride;
+    const detail::Act a = act_layout(src, n, vt, slot);
+    if (vt == detail::Type::F32) return a;
     par.for_range(rows, std::max<int64_t>(1, 4096 / std::max<int64_t>(1, n)), [&](int64_t b, int64_t e, int) {
-        for (int64_t r = b; r < e; ++r) quantize_row(vt, src + r * n, dst + r * stride, n);
+        for (int64_t r = b; r < e; ++r) convert_row(a, src, n, slot, r);
     });
-    a.data = dst;
     return a;
 }
 
