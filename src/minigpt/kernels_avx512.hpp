@@ -304,7 +304,7 @@ inline void matvec_q45_k(int64_t n, const uint8_t* w, size_t ws, int64_t r0, int
                          float* out) {
     const int64_t nb = n / QK_K;
     if (nb > kKBlocks) {
-        for (int64_t r = r0; r < r1; ++r) out[r] = vec_dot_q45_k<High, Block>(n, w + static_cast<size_t>(r) * ws, y);
+        matmul_rows_generic(vec_dot_q45_k<High, Block>, w, ws, n, r0, r1, y, 0, 1, out, 0, false);
         return;
     }
     ActK act[kKBlocks];
@@ -529,7 +529,9 @@ inline void matvec_q_pairs(int64_t n, const uint8_t* w, size_t ws, int64_t r0, i
             start[p] = _mm512_sub_epi32(_mm512_setzero_si512(), dot_u8s8(offset, act[p]));
             da[p] = scales2(avx2::h2f(y[2 * p].d), avx2::h2f(y[2 * p + 1].d));
         }
+        RowPrefetch pf(w, ws, r0, r1, !q4);
         for (int64_t r = r0; r < r1; ++r) {
+            pf.ahead(r);
             const Block* x = reinterpret_cast<const Block*>(w + static_cast<size_t>(r) * ws);
             // Block pair p of the row into an accumulator (two accumulators
             // alternate, so that consecutive pairs do not wait on each other).
@@ -550,7 +552,7 @@ inline void matvec_q_pairs(int64_t n, const uint8_t* w, size_t ws, int64_t r0, i
         return;
     }
 #endif
-    for (int64_t r = r0; r < r1; ++r) out[r] = dot(n, w + static_cast<size_t>(r) * ws, y);
+    matmul_rows_generic(dot, w, ws, n, r0, r1, y, 0, 1, out, 0, !q4);
 }
 
 inline void matmul_rows(Type wt, const void* W, size_t w_row_bytes, int64_t n, int64_t r0, int64_t r1,
@@ -575,7 +577,7 @@ inline void matmul_rows(Type wt, const void* W, size_t w_row_bytes, int64_t n, i
         return;
     }
     if (m == 1 || (wt != Type::F32 && wt != Type::Q8_0 && wt != Type::Q4_0)) {
-        matmul_rows_generic(dot, W, w_row_bytes, n, r0, r1, A, a_row_bytes, m, Y, ldy);
+        matmul_rows_generic(dot, W, w_row_bytes, n, r0, r1, A, a_row_bytes, m, Y, ldy, prefetch_pays(wt));
         return;
     }
     const uint8_t* w = static_cast<const uint8_t*>(W);

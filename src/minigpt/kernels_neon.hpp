@@ -508,7 +508,7 @@ inline void matmul_rows(Type wt, const void* W, size_t w_row_bytes, int64_t n, i
     // One activation row: row by row (a single stream through memory); several:
     // four weight rows share each activation load.
     if (m == 1 || (wt != Type::F32 && wt != Type::Q8_0 && wt != Type::Q4_0)) {
-        matmul_rows_generic(dot, W, w_row_bytes, n, r0, r1, A, a_row_bytes, m, Y, ldy);
+        matmul_rows_generic(dot, W, w_row_bytes, n, r0, r1, A, a_row_bytes, m, Y, ldy, prefetch_pays(wt));
         return;
     }
     const uint8_t* w = static_cast<const uint8_t*>(W);
