@@ -14,9 +14,11 @@
 //
 // Generating one token reads every weight matrix once (and one row of the
 // token embedding), so its speed is bounded by memory bandwidth. Before the
-// tests the bench measures the read bandwidth with each number of threads
-// and, for each tg test, reports the weight bytes read per token and the
-// fraction of the bandwidth used: bytes/token x tokens/s / bandwidth (jsonl
+// tests the bench measures the read bandwidth with each number of threads,
+// and again before every repetition of a tg test; for each tg test it reports
+// the weight bytes read per token and the fraction of the bandwidth used:
+// bytes/token x tokens/s / the bandwidth measured just before, averaged over
+// the repetitions (jsonl
 // adds weight_bytes_per_token, mem_bandwidth_gbs and bandwidth_fraction to
 // llama-bench's fields). -mmp 0 reads the weights into memory instead of
 // mapping the file. The KV cache and scratch sizes are printed at load.
@@ -61,6 +63,7 @@ struct Result {
     double mean = 0, stddev = 0;
     uint64_t weight_bytes_per_token = 0;
     double bandwidth_gbs = 0;  // measured with the same number of threads (0: not measured)
+    double fraction = 0;       // tg: mean of bytes/token x tokens/s / bandwidth over the repetitions
 };
 
 std::string model_type(const minigpt::ModelInfo& info) {
@@ -111,55 +114,57 @@ uint64_t sum_words(const uint64_t* p, size_t n) {
 #endif
 }
 
-constexpr int kBandwidthPasses = 8;
-
-struct Bandwidth {
-    double gb_per_s = 0;  // 1 GB = 1e9 bytes
-    int threads = 0;
-    size_t bytes = 0;
-};
+// Passes of the bandwidth test before the tests, and before each repetition
+// of a tg test; each keeps its best pass.
+constexpr int kBandwidthPasses = 8, kRepetitionPasses = 3;
 
 // Reads a buffer much larger than any cache (256 MiB, eight times a large L3)
-// with `threads` threads, each its own slice, and keeps the best of a few passes.
-Bandwidth measure_bandwidth(int threads) {
-    Bandwidth bw;
-    bw.threads = threads;
-    const size_t words = (size_t(256) << 20) / 8, huge = (size_t(2) << 20) / 8;
-    md::Buffer<uint64_t> buf;
-    if (!buf.allocate(words + huge)) return bw;
-    // Start at a 2 MiB boundary so that the kernel may back the buffer with huge
-    // pages: touching fresh memory page by page would cost more than the test.
-    const uintptr_t addr = reinterpret_cast<uintptr_t>(buf.data());
-    uint64_t* base = buf.data() + (huge * 8 - addr % (huge * 8)) % (huge * 8) / 8;
+// with a number of threads, each its own slice. The buffer is made once.
+class BandwidthProbe {
+public:
+    static constexpr size_t kBytes = size_t(256) << 20;
+
+    bool init() {
+        const size_t huge = (size_t(2) << 20) / 8;
+        if (!buf_.allocate(kWords + huge)) return false;
+        // Start at a 2 MiB boundary so that the kernel may back the buffer with
+        // huge pages: touching fresh memory page by page would cost more than the test.
+        const uintptr_t addr = reinterpret_cast<uintptr_t>(buf_.data());
+        base_ = buf_.data() + (huge * 8 - addr % (huge * 8)) % (huge * 8) / 8;
 #if defined(__linux__) && defined(MADV_HUGEPAGE)
-    madvise(base, words * 8, MADV_HUGEPAGE);
+        madvise(base_, kBytes, MADV_HUGEPAGE);
 #endif
-    bw.bytes = words * 8;
-    const size_t per_thread = words / static_cast<size_t>(threads) / 16 * 16;
-    // Touch every page first (and give the words a value) so the passes measure reads only.
-    run_threads(threads, [&](int i) {
-        const size_t a = words * static_cast<size_t>(i) / static_cast<size_t>(threads);
-        const size_t b = words * static_cast<size_t>(i + 1) / static_cast<size_t>(threads);
-        std::memset(base + a, 1, (b - a) * 8);
-    });
-    std::vector<uint64_t> sinks(static_cast<size_t>(threads) * 8, 0);
-    double best = 0;
-    for (int pass = 0; pass < kBandwidthPasses; ++pass) {
-        const auto t0 = std::chrono::steady_clock::now();
-        run_threads(threads, [&](int i) {
-            sinks[static_cast<size_t>(i) * 8] += sum_words(base + static_cast<size_t>(i) * per_thread, per_thread);
-        });
-        const double s = ms_since(t0) / 1000.0;
-        const double gbs = static_cast<double>(per_thread * static_cast<size_t>(threads) * 8) / s / 1e9;
-        best = std::max(best, gbs);
+        // Touch every page first (and give the words a value) so the passes measure reads only.
+        std::memset(base_, 1, kBytes);
+        return true;
     }
-    uint64_t check = 0;
-    for (uint64_t v : sinks) check += v;
-    // Every byte is 1, so every word is 0x0101..01: the sums prove the reads happened.
-    if (check != kBandwidthPasses * per_thread * static_cast<size_t>(threads) * 0x0101010101010101ull) return bw;
-    bw.gb_per_s = best;
-    return bw;
-}
+
+    // Best GB/s (1 GB = 1e9 bytes) of `passes` reads with `threads` threads; 0 if
+    // the sums do not prove that every word was read.
+    double measure(int threads, int passes) {
+        const size_t per_thread = kWords / static_cast<size_t>(threads) / 16 * 16;
+        std::vector<uint64_t> sinks(static_cast<size_t>(threads) * 8, 0);
+        double best = 0;
+        for (int pass = 0; pass < passes; ++pass) {
+            const auto t0 = std::chrono::steady_clock::now();
+            run_threads(threads, [&](int i) {
+                sinks[static_cast<size_t>(i) * 8] += sum_words(base_ + static_cast<size_t>(i) * per_thread, per_thread);
+            });
+            const double s = ms_since(t0) / 1000.0;
+            best = std::max(best, static_cast<double>(per_thread * static_cast<size_t>(threads) * 8) / s / 1e9);
+        }
+        uint64_t check = 0;
+        for (uint64_t v : sinks) check += v;
+        // Every byte is 1, so every word is 0x0101..01.
+        if (check != static_cast<uint64_t>(passes) * per_thread * static_cast<size_t>(threads) * 0x0101010101010101ull) return 0;
+        return best;
+    }
+
+private:
+    static constexpr size_t kWords = kBytes / 8;
+    md::Buffer<uint64_t> buf_;
+    uint64_t* base_ = nullptr;
+};
 
 // Bytes of weights that generating one token reads: every tensor, except the
 // token (and position) embedding of which only one row is read; a model
@@ -562,7 +567,8 @@ int main(int argc, char** argv) {
                 "\n"
                 "Measures prompt processing (ppN) and generation (tgN) speed, the memory read\n"
                 "bandwidth (skipped with --no-bandwidth) and, for tgN, the weight bytes read per\n"
-                "token and the fraction of the bandwidth that generation uses. With a list of\n"
+                "token and the fraction of the bandwidth that generation uses (the bandwidth\n"
+                "measured again before each tgN repetition). With a list of\n"
                 "thread counts (-t 1,2), they take turns within each repetition.\n"
                 "\n"
                 "--make-model writes a model of a real shape with RANDOM weights (for speed\n"
@@ -626,13 +632,15 @@ int main(int argc, char** argv) {
     if (thread_list.empty()) thread_list.push_back(0);
     for (int& t : thread_list)
         if (t == 0) t = hardware_threads();
-    std::vector<Bandwidth> bws;  // one per thread count
-    for (int t : thread_list) {
-        bws.push_back(Bandwidth());
-        if (!bandwidth) continue;
-        bws.back() = measure_bandwidth(t);
-        if (bws.back().gb_per_s <= 0) fail("the memory bandwidth test could not run (out of memory?)");
-    }
+    BandwidthProbe probe;
+    if (bandwidth && !probe.init()) fail("the memory bandwidth test could not run (out of memory)");
+    auto measure = [&](int threads, int passes) {
+        const double gbs = probe.measure(threads, passes);
+        if (gbs <= 0) fail("the memory bandwidth test read wrong values");
+        return gbs;
+    };
+    std::vector<double> bws(thread_list.size(), 0.0);  // before the tests, one per thread count
+    for (size_t c = 0; bandwidth && c < thread_list.size(); ++c) bws[c] = measure(thread_list[c], kBandwidthPasses);
 
     std::vector<Result> results;
     for (const std::string& path : models) {
@@ -668,10 +676,14 @@ int main(int argc, char** argv) {
         for (int kind = 0; kind < 2; ++kind) {
             const int n = kind == 0 ? n_prompt : n_gen;
             if (n == 0) continue;
-            std::vector<std::vector<double>> tps(ctxs.size());
+            // tg: the bandwidth is measured again right before each repetition,
+            // which then counts against that figure (the machine's conditions drift).
+            const bool per_rep_bw = bandwidth && kind == 1;
+            std::vector<std::vector<double>> tps(ctxs.size()), bw(ctxs.size()), used(ctxs.size());
             for (int r = -1; r < reps; ++r) {  // r = -1 is a warm-up
                 for (size_t c = 0; c < ctxs.size(); ++c) {
                     minigpt::Context& ctx = *ctxs[c];
+                    if (per_rep_bw && r >= 0) bw[c].push_back(measure(ctx.n_threads(), kRepetitionPasses));
                     ctx.reset();
                     const auto t0 = std::chrono::steady_clock::now();
                     if (kind == 0) {
@@ -681,7 +693,9 @@ int main(int argc, char** argv) {
                     }
                     if (!st) fail("evaluation failed: " + st.to_string());
                     const double s = ms_since(t0) / 1000.0;
-                    if (r >= 0) tps[c].push_back(n / s);
+                    if (r < 0) continue;
+                    tps[c].push_back(n / s);
+                    if (per_rep_bw) used[c].push_back(static_cast<double>(per_token) * (n / s) / (bw[c].back() * 1e9));
                 }
             }
             for (size_t c = 0; c < ctxs.size(); ++c) {
@@ -693,7 +707,14 @@ int main(int argc, char** argv) {
                 res.n_gen = kind == 1 ? n : 0;
                 res.threads = ctxs[c]->n_threads();
                 res.weight_bytes_per_token = per_token;
-                res.bandwidth_gbs = bws[c].gb_per_s;
+                res.bandwidth_gbs = bws[c];
+                if (per_rep_bw) {
+                    res.bandwidth_gbs = 0;
+                    for (size_t i = 0; i < bw[c].size(); ++i) {
+                        res.bandwidth_gbs += bw[c][i] / bw[c].size();
+                        res.fraction += used[c][i] / used[c].size();
+                    }
+                }
                 const std::vector<double>& v = tps[c];
                 for (double x : v) res.mean += x / v.size();
                 for (double x : v) res.stddev += (x - res.mean) * (x - res.mean);
@@ -703,24 +724,21 @@ int main(int argc, char** argv) {
         }
     }
 
-    // Fraction of the measured bandwidth a tg test used (0 when not measured or not a tg test).
-    auto fraction = [&](const Result& r) {
-        if (r.n_gen == 0 || r.bandwidth_gbs <= 0) return 0.0;
-        return static_cast<double>(r.weight_bytes_per_token) * r.mean / (r.bandwidth_gbs * 1e9);
-    };
     if (output == "md") {
-        for (const Bandwidth& bw : bws)
-            if (bw.gb_per_s > 0)
-                std::printf("memory read bandwidth: %.2f GB/s (%d threads, %.0f MiB buffer, best of %d passes)\n",
-                            bw.gb_per_s, bw.threads, mib(bw.bytes), kBandwidthPasses);
-        if (bandwidth) std::printf("\n");
+        for (size_t c = 0; bandwidth && c < thread_list.size(); ++c)
+            std::printf("memory read bandwidth: %.2f GB/s (%d threads, %.0f MiB buffer, best of %d passes)\n", bws[c],
+                        thread_list[c], mib(BandwidthProbe::kBytes), kBandwidthPasses);
+        if (bandwidth)
+            std::printf("(tg tests: measured again before each repetition, best of %d passes; the table gives the mean\n"
+                        "of those and the mean fraction of them that the repetitions used)\n\n",
+                        kRepetitionPasses);
         std::printf("| model | type | threads | test | t/s | weights/token | bandwidth used |\n"
                     "|---|---|---:|---:|---:|---:|---:|\n");
         for (const Result& r : results) {
             char per_tok[32] = "", used[64] = "";
             if (r.n_gen > 0) std::snprintf(per_tok, sizeof per_tok, "%.2f MiB", mib(r.weight_bytes_per_token));
             if (r.n_gen > 0 && r.bandwidth_gbs > 0)
-                std::snprintf(used, sizeof used, "%.1f%% of %.2f GB/s", 100.0 * fraction(r), r.bandwidth_gbs);
+                std::snprintf(used, sizeof used, "%.1f%% of %.2f GB/s", 100.0 * r.fraction, r.bandwidth_gbs);
             std::printf("| %s | %s | %d | %s | %.2f ± %.2f | %s | %s |\n", r.model.c_str(), r.type.c_str(), r.threads,
                         r.test.c_str(), r.mean, r.stddev, per_tok, used);
         }
@@ -732,7 +750,7 @@ int main(int argc, char** argv) {
                         (unsigned long long)r.weight_bytes_per_token);
             if (r.bandwidth_gbs > 0) {
                 std::printf(", \"mem_bandwidth_gbs\": %.6f", r.bandwidth_gbs);
-                if (r.n_gen > 0) std::printf(", \"bandwidth_fraction\": %.6f", fraction(r));
+                if (r.n_gen > 0) std::printf(", \"bandwidth_fraction\": %.6f", r.fraction);
             }
             std::printf("}\n");
         }

@@ -51,6 +51,9 @@ bench)
     echo "$out" | grep -Eq '\| pp16 \| [0-9.]+ ± [0-9.]+ \|'
     echo "$out" | grep -Eq '\| tg4 \| [0-9.]+ ± [0-9.]+ \|'
     echo "$out" | grep -q 'memory read bandwidth'
+    # tg rows: a share of the bandwidth measured before each repetition (a percentage above 0).
+    echo "$out" | grep -Eq '\| tg4 \| .* \| [0-9.]+ MiB \| [0-9]+\.[0-9]% of [0-9.]+ GB/s \|'
+    if echo "$out" | grep -Eq '\| tg4 \| .* \| 0\.0% of'; then echo "tg4 used no bandwidth" >&2; exit 1; fi
     echo "$js" | grep -q '"n_prompt": 16, "n_gen": 0'
     echo "$js" | grep -q '"avg_ts"'
     ;;
