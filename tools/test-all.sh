@@ -207,8 +207,10 @@ stage_tsan() {
         -DCMAKE_CXX_FLAGS_RELWITHDEBINFO="-O1 -g1" \
         -DMINIGPT_WERROR=ON -DMINIGPT_SANITIZE=thread \
         -DMINIGPT_BUILD_EXAMPLES=OFF -DMINIGPT_BUILD_BENCH=OFF -DMINIGPT_DATA_DIR="$DATA_DIR"
-    cmake_build "$dir" test_session test_threads
+    cmake_build "$dir" test_session test_threads test_model
     check "clang-tsan:test_session" env TSAN_OPTIONS=halt_on_error=1 "$dir/test_session"
+    # (generation on 2 threads and on a host job system: the row products' shared spans)
+    check "clang-tsan:test_model threads" env TSAN_OPTIONS=halt_on_error=1 "$dir/test_model" -tc="*thread count*"
     check "clang-tsan:test_threads" env TSAN_OPTIONS=halt_on_error=1 "$dir/test_threads"
 }
 
