@@ -2905,8 +2905,9 @@ inline void scale_f32(int64_t n, float a, float* y) {
 // that distance past the row's end, never past the last row of the range.
 // Measured on smollm2-135m generation with 2 threads (alternating with and
 // without in one process), it pays for Q8_0, whose kernel reads faster than
-// memory delivers (AVX-512: 4-22% faster; AVX2: unchanged), and costs F16, BF16 (3-5%), Q4_0 and Q4_K
-// (3-4%) the instructions it adds, so only Q8_0 products switch it on.
+// memory delivers (AVX-512: 4-22% faster; AVX2: unchanged), and costs F16 and
+// BF16 3-5%, Q4_0 and Q4_K 3-4% for the instructions it adds: every one-row
+// product asks prefetch_pays, which switches it on for Q8_0 only.
 inline bool prefetch_pays(Type t) { return t == Type::Q8_0; }
 
 struct RowPrefetch {
@@ -3775,7 +3776,8 @@ inline void matvec_q45_k(int64_t n, const uint8_t* w, size_t ws, int64_t r0, int
                          float* out) {
     const int64_t nb = n / QK_K;
     if (nb > kKBlocks) {
-        matmul_rows_generic(vec_dot_q45_k<High, Block>, w, ws, n, r0, r1, y, 0, 1, out, 0, false);
+        matmul_rows_generic(vec_dot_q45_k<High, Block>, w, ws, n, r0, r1, y, 0, 1, out, 0,
+                            prefetch_pays(High ? Type::Q5_K : Type::Q4_K));
         return;
     }
     ActK act[kKBlocks];
@@ -3988,7 +3990,8 @@ template <class Block>
 inline void matvec_q_pairs(int64_t n, const uint8_t* w, size_t ws, int64_t r0, int64_t r1, const BlockQ8_0* y,
                            float* out) {
     constexpr bool q4 = sizeof(Block) == sizeof(BlockQ4_0);
-    VecDotFn dot = q4 ? vec_dot_q4_0 : vec_dot_q8_0;
+    const Type wt = q4 ? Type::Q4_0 : Type::Q8_0;
+    VecDotFn dot = vec_dot_fn(wt);
     const int64_t nb = n / 32, pairs = nb / 2;
 #if defined(__AVX512VNNI__)  // (unsigned bytes up to 255 would saturate maddubs)
     if (pairs <= kPairs && nb % 2 == 0) {
@@ -4000,7 +4003,7 @@ inline void matvec_q_pairs(int64_t n, const uint8_t* w, size_t ws, int64_t r0, i
             start[p] = _mm512_sub_epi32(_mm512_setzero_si512(), dot_u8s8(offset, act[p]));
             da[p] = scales2(avx2::h2f(y[2 * p].d), avx2::h2f(y[2 * p + 1].d));
         }
-        RowPrefetch pf(w, ws, r0, r1, !q4);
+        RowPrefetch pf(w, ws, r0, r1, prefetch_pays(wt));
         for (int64_t r = r0; r < r1; ++r) {
             pf.ahead(r);
             const Block* x = reinterpret_cast<const Block*>(w + static_cast<size_t>(r) * ws);
@@ -4023,7 +4026,7 @@ inline void matvec_q_pairs(int64_t n, const uint8_t* w, size_t ws, int64_t r0, i
         return;
     }
 #endif
-    matmul_rows_generic(dot, w, ws, n, r0, r1, y, 0, 1, out, 0, !q4);
+    matmul_rows_generic(dot, w, ws, n, r0, r1, y, 0, 1, out, 0, prefetch_pays(wt));
 }
 
 inline void matmul_rows(Type wt, const void* W, size_t w_row_bytes, int64_t n, int64_t r0, int64_t r1,

@@ -18,10 +18,10 @@
 // and again before every repetition of a tg test; for each tg test it reports
 // the weight bytes read per token and the fraction of the bandwidth used:
 // bytes/token x tokens/s / the bandwidth measured just before, averaged over
-// the repetitions (jsonl
-// adds weight_bytes_per_token, mem_bandwidth_gbs and bandwidth_fraction to
-// llama-bench's fields). -mmp 0 reads the weights into memory instead of
-// mapping the file. The KV cache and scratch sizes are printed at load.
+// the repetitions (jsonl adds weight_bytes_per_token, mem_bandwidth_gbs and
+// bandwidth_fraction to llama-bench's fields). -mmp 0 reads the weights into
+// memory instead of mapping the file. The KV cache and scratch sizes are
+// printed at load.
 //
 //   minigpt-bench --make-model SHAPE --type TYPE -o OUT.gguf [--seed N] [--mix] [-t N]
 //
@@ -568,8 +568,8 @@ int main(int argc, char** argv) {
                 "Measures prompt processing (ppN) and generation (tgN) speed, the memory read\n"
                 "bandwidth (skipped with --no-bandwidth) and, for tgN, the weight bytes read per\n"
                 "token and the fraction of the bandwidth that generation uses (the bandwidth\n"
-                "measured again before each tgN repetition). With a list of\n"
-                "thread counts (-t 1,2), they take turns within each repetition.\n"
+                "measured again before each tgN repetition). With a list of thread counts\n"
+                "(-t 1,2), they take turns within each repetition.\n"
                 "\n"
                 "--make-model writes a model of a real shape with RANDOM weights (for speed\n"
                 "tests; its output is meaningless). SHAPE: %s.\n"

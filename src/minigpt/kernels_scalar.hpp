@@ -296,8 +296,9 @@ inline void scale_f32(int64_t n, float a, float* y) {
 // that distance past the row's end, never past the last row of the range.
 // Measured on smollm2-135m generation with 2 threads (alternating with and
 // without in one process), it pays for Q8_0, whose kernel reads faster than
-// memory delivers (AVX-512: 4-22% faster; AVX2: unchanged), and costs F16, BF16 (3-5%), Q4_0 and Q4_K
-// (3-4%) the instructions it adds, so only Q8_0 products switch it on.
+// memory delivers (AVX-512: 4-22% faster; AVX2: unchanged), and costs F16 and
+// BF16 3-5%, Q4_0 and Q4_K 3-4% for the instructions it adds: every one-row
+// product asks prefetch_pays, which switches it on for Q8_0 only.
 inline bool prefetch_pays(Type t) { return t == Type::Q8_0; }
 
 struct RowPrefetch {
