@@ -3966,7 +3966,7 @@ inline void dot4_q(int64_t n, const uint8_t* w, size_t ws, const BlockQ8_0* y, f
 // each 4-byte lane is the starting value. The weight scales of a pair are
 // spread over lanes 0..7 and 8..15 by one word permute of a masked load.
 // Rows longer than kPairs * 64 values use the vec_dot kernels.
-constexpr int64_t kPairs = 64;
+inline constexpr int64_t kPairs = 64;  // (inline: only VNNI builds read it)
 
 template <class Block>
 inline __m512 pair_scales(const Block* x) {
@@ -3992,8 +3992,8 @@ inline void matvec_q_pairs(int64_t n, const uint8_t* w, size_t ws, int64_t r0, i
     constexpr bool q4 = sizeof(Block) == sizeof(BlockQ4_0);
     const Type wt = q4 ? Type::Q4_0 : Type::Q8_0;
     VecDotFn dot = vec_dot_fn(wt);
-    const int64_t nb = n / 32, pairs = nb / 2;
 #if defined(__AVX512VNNI__)  // (unsigned bytes up to 255 would saturate maddubs)
+    const int64_t nb = n / 32, pairs = nb / 2;
     if (pairs <= kPairs && nb % 2 == 0) {
         __m512i act[kPairs], start[kPairs];
         __m512 da[kPairs];
@@ -5238,8 +5238,11 @@ inline void gemm_rows(Type wt, const void* W, size_t w_row_bytes, int64_t n, int
     for (int64_t rt = r0; rt < r1; rt += kGemmRows) {
         const int rows = static_cast<int>(std::min<int64_t>(kGemmRows, r1 - rt));
         const uint8_t* wr = w + static_cast<size_t>(rt) * w_row_bytes;
-        const uint8_t* brow[kGemmRows];
+        const uint8_t* brow[kGemmRows];  // (read only by the BF16 kernel)
         const float* frow[kGemmRows];
+#if !defined(__AVX512BF16__)
+        (void)brow;
+#endif
         if (kind == GemmKind::i8) {
             gemm_tile_i8(wt, wr, w_row_bytes, n, rows, tile);
         } else if (kind == GemmKind::bf16) {

@@ -2,7 +2,8 @@
 # shellcheck disable=SC2317  # the stage functions are called indirectly through stage()
 # The full test run of minigpt.hpp (what CI runs):
 #   1. minigpt.hpp matches its parts; meson.build lists every test/example/benchmark;
-#      the example in README.md compiles
+#      the example in README.md compiles; the implementation compiles without
+#      warnings for AVX-512 without VNNI/BF16 and for AVX2 (g++ and clang++)
 #   2. CMake + Ninja, g++, Release, -Werror: build everything, ctest; minigpt-generate
 #      --temp 0 on stories260K reproduces the reference greedy text
 #   3. CMake + clang++ with AddressSanitizer + UndefinedBehaviorSanitizer: tests
@@ -140,6 +141,18 @@ stage_consistency() {
     local readme_cpp="$BUILD/readme_example.cpp"
     awk '/^```cpp/ { f = 1; next } /^```/ { f = 0 } f' README.md >"$readme_cpp"
     check "readme_example_compiles" g++ -std=c++17 -Wall -Wextra -Werror -fsyntax-only -I"$ROOT" "$readme_cpp" || bad=1
+
+    # The implementation compiles without warnings for instruction sets the
+    # machine's own builds do not take: AVX-512 without VNNI and BF16
+    # (Skylake-X), and AVX2 only, with g++ and clang++.
+    local isa cxx
+    for isa in "-mavx512f -mavx512bw -mavx512vl -mavx512dq -mfma -mf16c" "-march=x86-64-v3"; do
+        for cxx in g++ clang++; do
+            # shellcheck disable=SC2086  # $isa is a list of flags
+            check "header_compiles:$cxx:${isa%% *}" "$cxx" -std=c++17 -O1 $isa -Wall -Wextra -Werror -fsyntax-only \
+                -x c++ -DMINIGPT_IMPLEMENTATION minigpt.hpp || bad=1
+        done
+    done
 
     local hv mv
     hv="$(sed -nE 's/^#define MINIGPT_VERSION_STRING "([^"]+)".*/\1/p' minigpt.hpp)"

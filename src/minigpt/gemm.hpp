@@ -480,8 +480,11 @@ inline void gemm_rows(Type wt, const void* W, size_t w_row_bytes, int64_t n, int
     for (int64_t rt = r0; rt < r1; rt += kGemmRows) {
         const int rows = static_cast<int>(std::min<int64_t>(kGemmRows, r1 - rt));
         const uint8_t* wr = w + static_cast<size_t>(rt) * w_row_bytes;
-        const uint8_t* brow[kGemmRows];
+        const uint8_t* brow[kGemmRows];  // (read only by the BF16 kernel)
         const float* frow[kGemmRows];
+#if !defined(__AVX512BF16__)
+        (void)brow;
+#endif
         if (kind == GemmKind::i8) {
             gemm_tile_i8(wt, wr, w_row_bytes, n, rows, tile);
         } else if (kind == GemmKind::bf16) {
