@@ -26,7 +26,7 @@ using minigpt::detail::Type;
 namespace md = minigpt::detail;
 
 using MatmulFn = void (*)(Type, const void*, size_t, int64_t, int64_t, int64_t, const void*, size_t, int64_t, float*,
-                          int64_t);
+                          int64_t, int64_t);
 
 // Quick deterministic pseudo-random floats in about [-1, 1).
 struct Lcg {
@@ -100,7 +100,7 @@ void run_matmul(benchmark::State& state, MatmulFn fn, Type t, int64_t rows, int6
     const Problem& p = problem(t, rows, n, m);
     std::vector<float> Y(static_cast<size_t>(rows * m));
     for (auto _ : state) {
-        fn(t, p.W.data(), p.wrb, n, 0, rows, p.A.data(), p.arb, m, Y.data(), rows);
+        fn(t, p.W.data(), p.wrb, n, 0, rows, p.A.data(), p.arb, m, Y.data(), rows, 0);
         benchmark::DoNotOptimize(Y.data());
         benchmark::ClobberMemory();
     }

@@ -40,7 +40,7 @@ struct KernelSet {
     void (*axpy_f32)(int64_t, float, const float*, float*);
     void (*scale_f32)(int64_t, float, float*);
     void (*matmul_rows)(Type, const void*, size_t, int64_t, int64_t, int64_t, const void*, size_t, int64_t, float*,
-                        int64_t);
+                        int64_t, int64_t);
 };
 
 std::vector<KernelSet> kernel_sets() {
@@ -559,14 +559,16 @@ TEST_CASE("matmul_rows matches a naive loop for odd m and row ranges") {
                     std::memcpy(A.data() + j * arb, row.data(), arb);
                 }
                 const int64_t ldy = R + 3;
-                const int64_t ranges[][2] = {{0, R}, {3, R - 2}, {5, 6}, {0, 4}, {1, 10}, {8, 8}};
+                // {r0, r1, ahead_end}: the read-ahead limit (the rows after r1
+                // that the caller reads next) never changes what is written.
+                const int64_t ranges[][3] = {{0, R, 0}, {3, R - 2, R}, {5, 6, 0}, {0, 4, R}, {1, 10, 20}, {8, 8, R}};
                 for (const KernelSet& ks : kernel_sets()) {
                     for (const auto& rg : ranges) {
                         std::vector<float> Y(ldy * m, -999.0f);
-                        ks.matmul_rows(t, W.data(), wrb, n, rg[0], rg[1], A.data(), arb, m, Y.data(), ldy);
+                        ks.matmul_rows(t, W.data(), wrb, n, rg[0], rg[1], A.data(), arb, m, Y.data(), ldy, rg[2]);
                         const int bad = count_bad_products(t, n, W, A, m, ldy, rg[0], rg[1], Y);
                         CHECK_MESSAGE(bad == 0, std::string(ks.name) << " " << std::string(type_name(t)) << " n=" << n << " m=" << m << " rows ["
-                                                        << rg[0] << "," << rg[1] << ")");
+                                                        << rg[0] << "," << rg[1] << ") ahead to " << rg[2]);
                     }
                 }
             }
@@ -1051,7 +1053,7 @@ TEST_CASE("new types: matmul_rows matches vec_dot for odd m and row ranges") {
                 for (const KernelSet& ks : kernel_sets()) {
                     const int64_t ldy = R + 1;
                     std::vector<float> Y(ldy * m, -999.0f);
-                    ks.matmul_rows(t, W.data(), wrb, n, 1, R, A.data(), arb, m, Y.data(), ldy);
+                    ks.matmul_rows(t, W.data(), wrb, n, 1, R, A.data(), arb, m, Y.data(), ldy, 0);
                     const int bad = count_bad_products(t, n, W, A, m, ldy, 1, R, Y);
                     CHECK_MESSAGE(bad == 0, std::string(ks.name) << " " << std::string(type_name(t)) << " n=" << n << " m=" << m);
                 }

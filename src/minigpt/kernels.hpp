@@ -126,10 +126,12 @@ inline void silu_mul_f32(int64_t n, float* g, const float* u) {
 // a_row_bytes apart and are already in vec_dot_type(wt) format. Threads may
 // call this at the same time on disjoint row ranges (no shared state).
 // Unsupported types leave Y untouched (callers check type_supported first).
+// With one activation row, the read-ahead may run on to row ahead_end (rows
+// the caller reads next), never past r1 when ahead_end is smaller.
 inline void matmul_rows(Type wt, const void* W, size_t w_row_bytes, int64_t n, int64_t r0, int64_t r1,
-                        const void* A, size_t a_row_bytes, int64_t m, float* Y, int64_t ldy) {
+                        const void* A, size_t a_row_bytes, int64_t m, float* Y, int64_t ldy, int64_t ahead_end = 0) {
     MINIGPT_ASSERT(type_supported(wt));
-    kernels_best::matmul_rows(wt, W, w_row_bytes, n, r0, r1, A, a_row_bytes, m, Y, ldy);
+    kernels_best::matmul_rows(wt, W, w_row_bytes, n, r0, r1, A, a_row_bytes, m, Y, ldy, ahead_end);
 }
 
 }  // namespace detail

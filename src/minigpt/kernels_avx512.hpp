@@ -516,7 +516,7 @@ inline __m512i pair_bytes_u8(const Block* x) {
 
 template <class Block>
 inline void matvec_q_pairs(int64_t n, const uint8_t* w, size_t ws, int64_t r0, int64_t r1, const BlockQ8_0* y,
-                           float* out) {
+                           float* out, int64_t ahead_end) {
     constexpr bool q4 = sizeof(Block) == sizeof(BlockQ4_0);
     const Type wt = q4 ? Type::Q4_0 : Type::Q8_0;
     VecDotFn dot = vec_dot_fn(wt);
@@ -531,7 +531,7 @@ inline void matvec_q_pairs(int64_t n, const uint8_t* w, size_t ws, int64_t r0, i
             start[p] = _mm512_sub_epi32(_mm512_setzero_si512(), dot_u8s8(offset, act[p]));
             da[p] = scales2(avx2::h2f(y[2 * p].d), avx2::h2f(y[2 * p + 1].d));
         }
-        RowPrefetch pf(w, ws, r0, r1, prefetch_pays(wt));
+        RowPrefetch pf(w, ws, r0, std::max(r1, ahead_end), prefetch_pays(wt));
         for (int64_t r = r0; r < r1; ++r) {
             pf.ahead(r);
             const Block* x = reinterpret_cast<const Block*>(w + static_cast<size_t>(r) * ws);
@@ -554,11 +554,11 @@ inline void matvec_q_pairs(int64_t n, const uint8_t* w, size_t ws, int64_t r0, i
         return;
     }
 #endif
-    matmul_rows_generic(dot, w, ws, n, r0, r1, y, 0, 1, out, 0, prefetch_pays(wt));
+    matmul_rows_generic(dot, w, ws, n, r0, r1, y, 0, 1, out, 0, prefetch_pays(wt), ahead_end);
 }
 
 inline void matmul_rows(Type wt, const void* W, size_t w_row_bytes, int64_t n, int64_t r0, int64_t r1,
-                        const void* A, size_t a_row_bytes, int64_t m, float* Y, int64_t ldy) {
+                        const void* A, size_t a_row_bytes, int64_t m, float* Y, int64_t ldy, int64_t ahead_end = 0) {
     VecDotFn dot = vec_dot_fn(wt);
     if (!dot || r1 <= r0 || m <= 0) return;
     // One activation row: row by row (one stream through memory reads at full
@@ -567,8 +567,8 @@ inline void matmul_rows(Type wt, const void* W, size_t w_row_bytes, int64_t n, i
     if (m == 1 && (wt == Type::Q4_0 || wt == Type::Q8_0)) {
         const uint8_t* w = static_cast<const uint8_t*>(W);
         const BlockQ8_0* a = static_cast<const BlockQ8_0*>(A);
-        if (wt == Type::Q4_0) matvec_q_pairs<BlockQ4_0>(n, w, w_row_bytes, r0, r1, a, Y);
-        else matvec_q_pairs<BlockQ8_0>(n, w, w_row_bytes, r0, r1, a, Y);
+        if (wt == Type::Q4_0) matvec_q_pairs<BlockQ4_0>(n, w, w_row_bytes, r0, r1, a, Y, ahead_end);
+        else matvec_q_pairs<BlockQ8_0>(n, w, w_row_bytes, r0, r1, a, Y, ahead_end);
         return;
     }
     if (m == 1 && (wt == Type::Q4_K || wt == Type::Q5_K)) {
@@ -579,7 +579,7 @@ inline void matmul_rows(Type wt, const void* W, size_t w_row_bytes, int64_t n, i
         return;
     }
     if (m == 1 || (wt != Type::F32 && wt != Type::Q8_0 && wt != Type::Q4_0)) {
-        matmul_rows_generic(dot, W, w_row_bytes, n, r0, r1, A, a_row_bytes, m, Y, ldy, prefetch_pays(wt));
+        matmul_rows_generic(dot, W, w_row_bytes, n, r0, r1, A, a_row_bytes, m, Y, ldy, prefetch_pays(wt), ahead_end);
         return;
     }
     const uint8_t* w = static_cast<const uint8_t*>(W);

@@ -311,12 +311,12 @@ struct RowPrefetch {
     const char* base;
     size_t stride;
     size_t next;  // offset of the first line not yet requested
-    size_t end;   // offset of the end of the rows [r0, r1)
-    RowPrefetch(const void* w, size_t row_bytes, int64_t r0, int64_t r1, bool on)
+    size_t end;   // offset of the end of the rows [r0, r_end)
+    RowPrefetch(const void* w, size_t row_bytes, int64_t r0, int64_t r_end, bool on)
         : base(static_cast<const char*>(w)),
           stride(row_bytes),
-          next(static_cast<size_t>(on ? r0 : r1) * row_bytes),
-          end(static_cast<size_t>(r1) * row_bytes) {}
+          next(static_cast<size_t>(on ? r0 : r_end) * row_bytes),
+          end(static_cast<size_t>(r_end) * row_bytes) {}
     void ahead(int64_t r) {
         const size_t stop = std::min(end, (static_cast<size_t>(r) + 1) * stride + kAhead);
         for (; next < stop; next += 64) {
@@ -330,14 +330,16 @@ struct RowPrefetch {
 // Y[j*ldy + r] = dot(W row r, A row j) for r in [r0, r1), j in [0, m), with any
 // row kernel. Tiles of weight rows are reused across all activation rows while
 // they are hot in cache. Used by the scalar build and as the generic fallback.
-// One activation row is one stream, read ahead when prefetch is set.
+// One activation row is one stream, read ahead when prefetch is set (up to
+// row ahead_end when that is past r1: the rows the caller reads next).
 inline void matmul_rows_generic(VecDotFn dot, const void* W, size_t w_row_bytes, int64_t n, int64_t r0, int64_t r1,
-                                const void* A, size_t a_row_bytes, int64_t m, float* Y, int64_t ldy, bool prefetch) {
+                                const void* A, size_t a_row_bytes, int64_t m, float* Y, int64_t ldy, bool prefetch,
+                                int64_t ahead_end = 0) {
     if (!dot || r1 <= r0 || m <= 0) return;
     const uint8_t* w = static_cast<const uint8_t*>(W);
     const uint8_t* act = static_cast<const uint8_t*>(A);
     if (m == 1) {  // one stream through the weights
-        RowPrefetch pf(W, w_row_bytes, r0, r1, prefetch);
+        RowPrefetch pf(W, w_row_bytes, r0, std::max(r1, ahead_end), prefetch);
         for (int64_t r = r0; r < r1; ++r) {
             pf.ahead(r);
             Y[r] = dot(n, w + static_cast<size_t>(r) * w_row_bytes, act);
@@ -359,8 +361,8 @@ inline void matmul_rows_generic(VecDotFn dot, const void* W, size_t w_row_bytes,
 
 namespace scalar {
 inline void matmul_rows(Type wt, const void* W, size_t w_row_bytes, int64_t n, int64_t r0, int64_t r1,
-                        const void* A, size_t a_row_bytes, int64_t m, float* Y, int64_t ldy) {
-    matmul_rows_generic(vec_dot_fn(wt), W, w_row_bytes, n, r0, r1, A, a_row_bytes, m, Y, ldy, prefetch_pays(wt));
+                        const void* A, size_t a_row_bytes, int64_t m, float* Y, int64_t ldy, int64_t ahead_end = 0) {
+    matmul_rows_generic(vec_dot_fn(wt), W, w_row_bytes, n, r0, r1, A, a_row_bytes, m, Y, ldy, prefetch_pays(wt), ahead_end);
 }
 }  // namespace scalar
 
