@@ -30,10 +30,19 @@ inline void each_part(const int64_t* first, int parts, int64_t b, int64_t e, F&&
     }
 }
 
-// y = x / sqrt(mean(x^2) + eps) * w, the sum accumulated in double.
+// y = x / sqrt(mean(x^2) + eps) * w, the sum accumulated in double (in four
+// running sums, so that the adds do not wait on each other one by one).
 inline void rms_norm(const float* x, const float* w, float* y, int64_t n, float eps) {
-    double sum = 0;
-    for (int64_t i = 0; i < n; ++i) sum += static_cast<double>(x[i] * x[i]);
+    double s0 = 0, s1 = 0, s2 = 0, s3 = 0;
+    const int64_t n4 = n / 4 * 4;
+    for (int64_t i = 0; i < n4; i += 4) {
+        s0 += static_cast<double>(x[i] * x[i]);
+        s1 += static_cast<double>(x[i + 1] * x[i + 1]);
+        s2 += static_cast<double>(x[i + 2] * x[i + 2]);
+        s3 += static_cast<double>(x[i + 3] * x[i + 3]);
+    }
+    for (int64_t i = n4; i < n; ++i) s0 += static_cast<double>(x[i] * x[i]);
+    const double sum = (s0 + s1) + (s2 + s3);
     const float mean = static_cast<float>(sum / static_cast<double>(n));
     const float scale = 1.0f / std::sqrt(mean + eps);
     for (int64_t i = 0; i < n; ++i) y[i] = (x[i] * scale) * w[i];
