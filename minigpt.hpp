@@ -9424,7 +9424,8 @@ void Context::Impl::matmul_n(int count, const detail::Weight* const* ws, const d
             for (;;) {
                 const int64_t f = static_cast<int64_t>(cur >> 32), b = static_cast<int64_t>(cur & 0xFFFFFFFFu);
                 if (f >= b) return false;
-                const int64_t lo = front ? f : std::max(f, b - n), hi = front ? std::min(b, f + n) : b;
+                const int64_t half = std::max<int64_t>(4, (b - f) / 2 / 4 * 4), k = std::min(n, half);
+                const int64_t lo = front ? f : std::max(f, b - k), hi = front ? std::min(b, f + k) : b;
                 const uint64_t left = front ? static_cast<uint64_t>(hi) << 32 | static_cast<uint64_t>(b)
                                             : static_cast<uint64_t>(f) << 32 | static_cast<uint64_t>(lo);
                 if (v.compare_exchange_weak(cur, left, std::memory_order_relaxed)) {
