@@ -9399,11 +9399,14 @@ void Context::Impl::matmul_n(int count, const detail::Weight* const* ws, const d
     // thread running task c takes its rows from the front, about 128 KiB at a
     // time; once its chunk is gone it takes rows from the back of the others',
     // about 32 KiB at a time, so both threads read forward and end together.
-    // A piece from the front lets the read-ahead run on into the rows after
-    // it, which are most likely the thread's next piece.
-    // (smollm2-135m generation, 2 threads, alternating with whole chunks in one
-    // process: Q8_0 1.01-1.15x in six runs, F16 1.08x, Q4_0 and Q4_K 1.00-1.02x;
-    // llama-3.2-1b Q4_K 0.98x.)
+    // No piece is more than half of what is left of its chunk (nor less than
+    // 4 rows): the last rows split between the threads. A piece from the
+    // front lets the read-ahead run on into the rows after it, which are most
+    // likely the thread's next piece. (smollm2-135m generation, 2 threads,
+    // alternating with whole chunks in one process: Q8_0 1.01-1.15x in six
+    // runs, F16 1.08x, Q4_0 and Q4_K 1.00-1.02x; llama-3.2-1b Q4_K 0.98x. The
+    // read-ahead into the next piece then gave Q8_0 1.03-1.04x, the halving
+    // 0.99-1.06x.)
     size_t row_bytes = 1;
     for (int i = 0; i < count; ++i) row_bytes = std::max(row_bytes, ws[i]->row_stride);
     const auto rows_per = [&](size_t bytes) { return std::max<int64_t>(4, static_cast<int64_t>(bytes / row_bytes) / 4 * 4); };
