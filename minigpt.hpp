@@ -2902,15 +2902,16 @@ inline void scale_f32(int64_t n, float a, float* y) {
 // core keeps only so many hardware-prefetched lines in flight, and asking for
 // the lines a few KiB ahead of the row being read raises its share of the
 // memory bandwidth. ahead(r) is called before row r and requests every line
-// up to 6 KiB past the row's end, never past the last row of the range, with
-// the non-temporal hint: the weights are read once per token, and lines
-// fetched that way do not push the activations, the KV cache and the output
-// rows out of the caches. Measured on smollm2-135m generation with 2 threads
-// (variants alternating in one process; AVX-512): against 16 KiB ahead into
-// all levels, Q8_0 1.06-1.12x, and 2-8 KiB ahead were within a few percent of
-// 6; against no prefetch, Q4_0 1.15x, F16 1.06x, BF16 1.12x. Q4_K and Q5_K,
-// whose kernels do more work per byte, gain nothing (1.00x, and 0.96x for
-// llama-3.2-1b Q4_K): every one-row product asks prefetch_pays.
+// up to 6 KiB past the row's end, never past row r_end (the end of the range,
+// or of the rows the caller reads next), with the non-temporal hint: the
+// weights are read once per token, and lines fetched that way do not push the
+// activations, the KV cache and the output rows out of the caches. Measured
+// on smollm2-135m generation with 2 threads (variants alternating in one
+// process; AVX-512): against 16 KiB ahead into all levels, Q8_0 1.06-1.12x,
+// and 2-8 KiB ahead were within a few percent of 6; against no prefetch, Q4_0
+// 1.15x, F16 1.06x, BF16 1.12x. Q4_K and Q5_K, whose kernels do more work per
+// byte, gain nothing (1.00x, and 0.96x for llama-3.2-1b Q4_K): every one-row
+// product asks prefetch_pays.
 inline bool prefetch_pays(Type t) {
     return t == Type::Q8_0 || t == Type::Q4_0 || t == Type::F16 || t == Type::BF16;
 }
