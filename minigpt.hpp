@@ -2920,13 +2920,13 @@ struct RowPrefetch {
     static constexpr size_t kAhead = 6 << 10;
     const char* base;
     size_t stride;
-    size_t next;  // offset of the first line not yet requested
-    size_t end;   // offset of the end of the rows [r0, r_end)
-    RowPrefetch(const void* w, size_t row_bytes, int64_t r0, int64_t r_end, bool on)
+    size_t end;   // offset of the end of row r_end - 1, r_end = max(r1, ahead_end)
+    size_t next;  // offset of the first line not yet requested (end when off)
+    RowPrefetch(const void* w, size_t row_bytes, int64_t r0, int64_t r1, int64_t ahead_end, bool on)
         : base(static_cast<const char*>(w)),
           stride(row_bytes),
-          next(static_cast<size_t>(on ? r0 : r_end) * row_bytes),
-          end(static_cast<size_t>(r_end) * row_bytes) {}
+          end(static_cast<size_t>(std::max(r1, ahead_end)) * row_bytes),
+          next(on ? static_cast<size_t>(r0) * row_bytes : end) {}
     void ahead(int64_t r) {
         const size_t stop = std::min(end, (static_cast<size_t>(r) + 1) * stride + kAhead);
         for (; next < stop; next += 64) {
@@ -2949,7 +2949,7 @@ inline void matmul_rows_generic(VecDotFn dot, const void* W, size_t w_row_bytes,
     const uint8_t* w = static_cast<const uint8_t*>(W);
     const uint8_t* act = static_cast<const uint8_t*>(A);
     if (m == 1) {  // one stream through the weights
-        RowPrefetch pf(W, w_row_bytes, r0, std::max(r1, ahead_end), prefetch);
+        RowPrefetch pf(W, w_row_bytes, r0, r1, ahead_end, prefetch);
         for (int64_t r = r0; r < r1; ++r) {
             pf.ahead(r);
             Y[r] = dot(n, w + static_cast<size_t>(r) * w_row_bytes, act);
@@ -4011,7 +4011,7 @@ inline void matvec_q_pairs(int64_t n, const uint8_t* w, size_t ws, int64_t r0, i
             start[p] = _mm512_sub_epi32(_mm512_setzero_si512(), dot_u8s8(offset, act[p]));
             da[p] = scales2(avx2::h2f(y[2 * p].d), avx2::h2f(y[2 * p + 1].d));
         }
-        RowPrefetch pf(w, ws, r0, std::max(r1, ahead_end), prefetch_pays(wt));
+        RowPrefetch pf(w, ws, r0, r1, ahead_end, prefetch_pays(wt));
         for (int64_t r = r0; r < r1; ++r) {
             pf.ahead(r);
             const Block* x = reinterpret_cast<const Block*>(w + static_cast<size_t>(r) * ws);

@@ -531,7 +531,7 @@ inline void matvec_q_pairs(int64_t n, const uint8_t* w, size_t ws, int64_t r0, i
             start[p] = _mm512_sub_epi32(_mm512_setzero_si512(), dot_u8s8(offset, act[p]));
             da[p] = scales2(avx2::h2f(y[2 * p].d), avx2::h2f(y[2 * p + 1].d));
         }
-        RowPrefetch pf(w, ws, r0, std::max(r1, ahead_end), prefetch_pays(wt));
+        RowPrefetch pf(w, ws, r0, r1, ahead_end, prefetch_pays(wt));
         for (int64_t r = r0; r < r1; ++r) {
             pf.ahead(r);
             const Block* x = reinterpret_cast<const Block*>(w + static_cast<size_t>(r) * ws);
