@@ -5253,6 +5253,9 @@ inline void gemm_rows(Type wt, const void* W, size_t w_row_bytes, int64_t n, int
 #if !defined(__AVX512BF16__)
         (void)brow;
 #endif
+#if !defined(__AVX512VNNI__)
+        (void)has_min;
+#endif
         if (kind == GemmKind::i8) {
             gemm_tile_i8(wt, wr, w_row_bytes, n, rows, tile);
         } else if (kind == GemmKind::bf16) {
@@ -5293,6 +5296,7 @@ inline void gemm_rows(Type wt, const void* W, size_t w_row_bytes, int64_t n, int
         for (; p < n_panels; ++p) {
             const uint8_t* Pn = P + static_cast<size_t>(p) * panel_bytes;
             if (kind == GemmKind::i8) {
+#if defined(__AVX512VNNI__)  // (gemm_kind gives i8 only there: the kernel is vpdpbusd)
                 if (gemm_block(wt) == 16) {
                     if (has_min) gemm_kernel_i8<16, true>(tile, Pn, n / 16, f);
                     else gemm_kernel_i8<16, false>(tile, Pn, n / 16, f);
@@ -5300,6 +5304,7 @@ inline void gemm_rows(Type wt, const void* W, size_t w_row_bytes, int64_t n, int
                     if (has_min) gemm_kernel_i8<32, true>(tile, Pn, n / 32, f);
                     else gemm_kernel_i8<32, false>(tile, Pn, n / 32, f);
                 }
+#endif
             } else if (kind == GemmKind::bf16) {
 #if defined(__AVX512BF16__)
                 gemm_kernel_float<1, GemmStepBF16>(brow, Pn, panel_bytes, n / 2, f);
