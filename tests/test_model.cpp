@@ -267,6 +267,30 @@ TEST_CASE("the online softmax gives the same logits for any key block size, past
     }
 }
 
+TEST_CASE("one token's keys split between two threads give one thread's logits, across key blocks") {
+    auto m = load_model(test_util::data_path("models/stories260K.gguf"));
+    // 300 tokens one at a time: from 32 keys on, each of two threads takes
+    // half of them; blocks of 7 keys make the second half start inside a block.
+    std::vector<int32_t> toks;
+    for (int i = 0; i < 300; ++i) toks.push_back(1 + (i * 53) % (m->n_vocab() - 1));
+    auto run = [&](int threads, int block) {
+        minigpt::detail::g_attn_block = block;
+        auto c = make_context(m, 512, threads, 1);
+        minigpt::detail::g_attn_block = 256;
+        std::vector<float> all;
+        REQUIRE(c->eval(toks, &all).ok());
+        return all;
+    };
+    const std::vector<float> one = run(1, 256);
+    for (int block : {256, 7}) {
+        CAPTURE(block);
+        Compare c = compare(run(2, block), one, m->n_vocab());
+        CHECK(c.rows == 300);
+        CHECK(c.max_abs / c.std < 1e-5);
+        CHECK(c.argmax_same == c.rows);
+    }
+}
+
 TEST_CASE("stories260K: greedy 200 tokens equal the reference text") {
     auto m = load_model(test_util::data_path("models/stories260K.gguf"));
     const std::string json = test_util::read_file(test_util::data_path("models/stories260K.greedy200.json"));

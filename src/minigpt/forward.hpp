@@ -30,6 +30,27 @@ inline void each_part(const int64_t* first, int parts, int64_t b, int64_t e, F&&
     }
 }
 
+// Asks for the cache lines of [p, p + bytes) (for writing: `write`) without
+// waiting for them. (Written in asm where it can be: g++ 12 deletes a loop of
+// nothing but __builtin_prefetch once it is inlined into a caller.)
+inline void request_lines(const void* p, size_t bytes, bool write = false) {
+    const char* c = static_cast<const char*>(p);
+    const char* end = c + bytes;
+    for (c -= reinterpret_cast<uintptr_t>(c) & 63; c < end; c += 64) {
+#if (defined(__GNUC__) || defined(__clang__)) && (defined(__x86_64__) || defined(__i386__))
+        if (write) __asm__ __volatile__("prefetchw %0" : : "m"(*c));
+        else __asm__ __volatile__("prefetcht0 %0" : : "m"(*c));
+#elif (defined(__GNUC__) || defined(__clang__)) && defined(__aarch64__)
+        if (write) __asm__ __volatile__("prfm pstl1keep, %0" : : "Q"(*c));
+        else __asm__ __volatile__("prfm pldl1keep, %0" : : "Q"(*c));
+#elif defined(__GNUC__) || defined(__clang__)
+        __builtin_prefetch(c, write ? 1 : 0, 3);
+#else
+        (void)write;
+#endif
+    }
+}
+
 // y = x / sqrt(mean(x^2) + eps) * w, the sum accumulated in double (in four
 // running sums, so that the adds do not wait on each other one by one).
 inline void rms_norm(const float* x, const float* w, float* y, int64_t n, float eps) {
@@ -52,6 +73,8 @@ inline void rms_norm(const float* x, const float* w, float* y, int64_t n, float 
 // Keys per block of the attention's online softmax. Only tests change it (to
 // check that the block size does not change the result).
 inline int g_attn_block = 256;
+// One token's keys are split between the threads from this many per thread on.
+inline constexpr int kMinKeysPerRun = 16;
 
 // y = (x - mean) / sqrt(var + eps) * w + b, sums in double.
 inline void layer_norm(const float* x, const float* w, const float* b, float* y, int64_t n, float eps) {
@@ -148,6 +171,9 @@ struct Context::Impl {
         else detail::dequantize_row(detail::Type::F16, src, dst, n);
     }
     detail::Buffer<float> x, xn, q, k, v, qkv, att, gate, up, out, rope_cs, scores;
+    // One token's attention split over runs of positions (one per thread):
+    // each run's output per head, then its maxima and sums (see attention()).
+    detail::Buffer<float> parts;
     const uint16_t* gelu = nullptr;
     detail::Buffer<uint8_t> act_buf[3];
     size_t act_bytes_per_buf = 0;
@@ -275,6 +301,7 @@ Status Context::Impl::init() {
     const size_t rope_elems = B * static_cast<size_t>(std::max(hp.n_rot, 2));
     const size_t qkv_elems = hp.traits.fused_qkv ? B * (Q + 2 * KV) : 0;
     const size_t scores_elems = static_cast<size_t>(n_chunks_max) * static_cast<size_t>(attn_block + 2 * hp.head_dim);
+    const size_t parts_elems = n_threads > 1 ? static_cast<size_t>(n_threads) * (Q + 2 * static_cast<size_t>(hp.n_head)) : 0;
     act_bytes_per_buf = B * n_max * sizeof(float);
     // The prompt GEMM's buffers are sized for the widest input row and every
     // packing kind (F32 is the largest).
@@ -283,7 +310,7 @@ Status Context::Impl::init() {
     const size_t tiles_bytes = static_cast<size_t>(n_chunks_max) * gemm_tile_stride;
     const uint64_t kv_total = cache_elems * kv_es * 2;
     const uint64_t scratch_total =
-        sizeof(float) * (2 * B * E + 2 * B * Q + 2 * B * KV + 2 * B * F + out_elems + rope_elems + qkv_elems + scores_elems) +
+        sizeof(float) * (2 * B * E + 2 * B * Q + 2 * B * KV + 2 * B * F + out_elems + rope_elems + qkv_elems + scores_elems + parts_elems) +
         3 * act_bytes_per_buf + panel_bytes + tiles_bytes;
     if (params.max_memory_bytes > 0 && kv_total + scratch_total > params.max_memory_bytes)
         return error(StatusCode::out_of_memory,
@@ -306,7 +333,7 @@ Status Context::Impl::init() {
     ok = ok && x.allocate(B * E) && xn.allocate(B * E) && q.allocate(B * Q) && k.allocate(B * KV) &&
          v.allocate(B * KV) && att.allocate(B * Q) && gate.allocate(B * F) && up.allocate(B * F) &&
          out.allocate(out_elems) && rope_cs.allocate(rope_elems) && qkv.allocate(qkv_elems) &&
-         scores.allocate(scores_elems);
+         scores.allocate(scores_elems) && parts.allocate(parts_elems);
     for (auto& b : act_buf) ok = ok && b.allocate(act_bytes_per_buf);
     ok = ok && gemm_panel.allocate(panel_bytes) && gemm_tiles.allocate(tiles_bytes);
     if (!ok)
@@ -319,7 +346,7 @@ Status Context::Impl::init() {
 
 size_t Context::Impl::scratch_bytes() const {
     size_t s = x.bytes() + xn.bytes() + qkv.bytes() + q.bytes() + k.bytes() + v.bytes() + att.bytes() + gate.bytes() + up.bytes() +
-               out.bytes() + rope_cs.bytes() + scores.bytes() + gemm_panel.bytes() + gemm_tiles.bytes();
+               out.bytes() + rope_cs.bytes() + scores.bytes() + parts.bytes() + gemm_panel.bytes() + gemm_tiles.bytes();
     for (auto& b : act_buf) s += b.bytes();
     return s;
 }
@@ -474,17 +501,18 @@ void Context::Impl::attention(int layer, int m, int n_past) {
     const size_t es = kv_es, row_bytes = static_cast<size_t>(KV) * es;
     // Small heads (a few floats) are done inline: a kernel call per key costs more than the key.
     const bool small = D < 32;
-    // Enough work per chunk that handing it to another thread pays. Jobs run
-    // from the last token back: the longest rows are claimed first, and the
-    // short ones left at the end even out the threads' finishing times.
-    const int64_t jobs = static_cast<int64_t>(m) * H;
-    const int64_t job_cost = static_cast<int64_t>(n_past + m) * D * 2;
-    const int64_t grain = std::max<int64_t>(1, (int64_t(1) << 15) / std::max<int64_t>(1, job_cost));
-    par.for_range(jobs, grain, [&](int64_t b, int64_t e, int chunk) {
-        const int block = attn_block;
-        float* s = scores.data() + static_cast<size_t>(chunk) * (block + 2 * D);
+    const int block = attn_block;
+
+    // Keys [t_begin, t_end) of head h for query qv, in blocks with a running
+    // maximum mx and sum (online softmax): the scores of a whole context row
+    // are never stored. o gets the values weighted by e^(score - mx), not yet
+    // divided by the sum. s holds a block of scores, then two rows of D floats.
+    auto attend = [&](const float* qv, int h, int t_begin, int t_end, float* s, float* o, float& mx, double& sum) {
         float* kbuf = s + block;  // one key / value widened from F16
         float* vbuf = kbuf + D;
+        const int kvh = h / group;
+        const uint8_t* Kh = K + static_cast<size_t>(kvh) * D * es;
+        const uint8_t* Vh = V + static_cast<size_t>(kvh) * D * es;
         // Head row t of the cache as floats: in place for F32, widened into buf for F16.
         auto cached_row = [&](const uint8_t* head, int t, float* buf) -> const float* {
             const uint8_t* p = head + static_cast<size_t>(t) * row_bytes;
@@ -492,62 +520,117 @@ void Context::Impl::attention(int layer, int m, int n_past) {
             dequantize_row(Type::F16, p, buf, D);
             return buf;
         };
+        std::memset(o, 0, sizeof(float) * D);
+        mx = -std::numeric_limits<float>::infinity();
+        sum = 0;
+        for (int t0 = t_begin; t0 < t_end; t0 += block) {
+            const int t1 = std::min(t_end, t0 + block);
+            int tk = t0;  // raw scores of the block's keys into s
+            if (es == 4 && !small)  // four keys at a time
+                for (; tk + 4 <= t1; tk += 4)
+                    dot4_keys_f32(qv, reinterpret_cast<const float*>(Kh + static_cast<size_t>(tk) * row_bytes), KV, D, s + (tk - t0));
+            for (; tk < t1; ++tk) {
+                const float* kt = cached_row(Kh, tk, kbuf);
+                float acc = 0;
+                if (small) {
+                    for (int d = 0; d < D; ++d) acc += qv[d] * kt[d];
+                } else {
+                    acc = dot_f32(qv, kt, D);
+                }
+                s[tk - t0] = acc;
+            }
+            float bmax = -std::numeric_limits<float>::infinity();
+            for (int j = 0; j < t1 - t0; ++j) {
+                s[j] *= scale;
+                bmax = std::max(bmax, s[j]);
+            }
+            if (bmax > mx) {  // rescale what was summed under the old maximum
+                if (t0 > t_begin) {
+                    const float c = std::exp(mx - bmax);
+                    scale_f32(D, c, o);
+                    sum *= c;
+                }
+                mx = bmax;
+            }
+            for (int t = t0; t < t1; ++t) s[t - t0] -= mx;
+            exp_f32(t1 - t0, s, s);
+            for (int t = t0; t < t1; ++t) {
+                const float w = s[t - t0];
+                sum += w;
+                const float* vt = cached_row(Vh, t, vbuf);
+                if (small) {
+                    for (int d = 0; d < D; ++d) o[d] += w * vt[d];
+                } else {
+                    axpy_f32(D, w, vt, o);
+                }
+            }
+        }
+    };
+    float* const s_base = scores.data();
+    const size_t s_stride = static_cast<size_t>(block + 2 * D);
+
+    // One token with enough keys: each thread takes a run of the positions
+    // for all heads (one job per head and run), so the threads share the
+    // reads of the cached keys and values, which a token's stream of weights
+    // has pushed out of the caches. The runs' outputs, maxima and sums are
+    // then merged per head. (A job per head left one thread 7 heads of 9 with
+    // smollm2-135m, and short contexts on one thread.)
+    const int keys = n_past + m;
+    const int runs = m == 1 && parts.size() != 0 ? std::min(n_threads, keys / kMinKeysPerRun) : 1;
+    if (runs > 1) {
+        const int per = (keys + runs - 1) / runs;
+        float* po = parts.data();                                      // [runs][Qd]
+        float* pm = po + static_cast<size_t>(n_threads) * Qd;          // [runs][H] maxima
+        float* ps = pm + static_cast<size_t>(n_threads) * H;           // [runs][H] sums
+        par.for_range(static_cast<int64_t>(runs) * H, H, [&](int64_t b, int64_t e, int chunk) {
+            float* s = s_base + static_cast<size_t>(chunk) * s_stride;
+            for (int64_t job = b; job < e; ++job) {
+                if ((job & 15) == 0 && aborted()) return;
+                const int r = static_cast<int>(job / H), h = static_cast<int>(job % H);
+                const size_t at = static_cast<size_t>(r) * H + static_cast<size_t>(h);
+                float mx;
+                double sum;
+                attend(q.data() + static_cast<size_t>(h) * D, h, r * per, std::min(keys, (r + 1) * per), s,
+                       po + static_cast<size_t>(r) * Qd + static_cast<size_t>(h) * D, mx, sum);
+                pm[at] = mx;
+                ps[at] = static_cast<float>(sum);
+            }
+        });
+        if (abort_flag.load(std::memory_order_relaxed)) return;  // (some runs not done)
+        for (int h = 0; h < H; ++h) {
+            float mx = -std::numeric_limits<float>::infinity();
+            for (int r = 0; r < runs; ++r) mx = std::max(mx, pm[static_cast<size_t>(r) * H + h]);
+            float* o = att.data() + static_cast<size_t>(h) * D;
+            std::memset(o, 0, sizeof(float) * D);
+            double sum = 0;
+            for (int r = 0; r < runs; ++r) {
+                const size_t at = static_cast<size_t>(r) * H + static_cast<size_t>(h);
+                const float c = std::exp(pm[at] - mx);
+                sum += static_cast<double>(c) * ps[at];
+                axpy_f32(D, c, po + static_cast<size_t>(r) * Qd + static_cast<size_t>(h) * D, o);
+            }
+            scale_f32(D, static_cast<float>(1.0 / sum), o);
+        }
+        return;
+    }
+
+    // Otherwise one job per row and head. Enough work per chunk that handing
+    // it to another thread pays. Jobs run from the last token back: the
+    // longest rows are claimed first, and the short ones left at the end even
+    // out the threads' finishing times.
+    const int64_t jobs = static_cast<int64_t>(m) * H;
+    const int64_t job_cost = static_cast<int64_t>(n_past + m) * D * 2;
+    const int64_t grain = std::max<int64_t>(1, (int64_t(1) << 15) / std::max<int64_t>(1, job_cost));
+    par.for_range(jobs, grain, [&](int64_t b, int64_t e, int chunk) {
+        float* s = s_base + static_cast<size_t>(chunk) * s_stride;
         for (int64_t job = jobs - 1 - b; job > jobs - 1 - e; --job) {
             if ((job & 15) == 0 && aborted()) return;
             const int i = static_cast<int>(job / H), h = static_cast<int>(job % H);
-            const int pos = n_past + i;
-            const int kvh = h / group;
-            const float* qv = q.data() + static_cast<size_t>(i) * Qd + static_cast<size_t>(h) * D;
-            const uint8_t* Kh = K + static_cast<size_t>(kvh) * D * es;
-            const uint8_t* Vh = V + static_cast<size_t>(kvh) * D * es;
-            // Keys in blocks with a running maximum and sum (online
-            // softmax): the scores of a whole context row are never stored.
-            float* o = att.data() + static_cast<size_t>(i) * Qd + static_cast<size_t>(h) * D;
-            std::memset(o, 0, sizeof(float) * D);
-            float mx = -std::numeric_limits<float>::infinity();
-            double sum = 0;
-            for (int t0 = 0; t0 <= pos; t0 += block) {
-                const int t1 = std::min(pos + 1, t0 + block);
-                int tk = t0;  // raw scores of the block's keys into s
-                if (es == 4 && !small)  // four keys at a time
-                    for (; tk + 4 <= t1; tk += 4)
-                        dot4_keys_f32(qv, reinterpret_cast<const float*>(Kh + static_cast<size_t>(tk) * row_bytes), KV, D, s + (tk - t0));
-                for (; tk < t1; ++tk) {
-                    const float* kt = cached_row(Kh, tk, kbuf);
-                    float acc = 0;
-                    if (small) {
-                        for (int d = 0; d < D; ++d) acc += qv[d] * kt[d];
-                    } else {
-                        acc = dot_f32(qv, kt, D);
-                    }
-                    s[tk - t0] = acc;
-                }
-                float bmax = -std::numeric_limits<float>::infinity();
-                for (int j = 0; j < t1 - t0; ++j) {
-                    s[j] *= scale;
-                    bmax = std::max(bmax, s[j]);
-                }
-                if (bmax > mx) {  // rescale what was summed under the old maximum
-                    if (t0 > 0) {
-                        const float c = std::exp(mx - bmax);
-                        scale_f32(D, c, o);
-                        sum *= c;
-                    }
-                    mx = bmax;
-                }
-                for (int t = t0; t < t1; ++t) s[t - t0] -= mx;
-                exp_f32(t1 - t0, s, s);
-                for (int t = t0; t < t1; ++t) {
-                    const float w = s[t - t0];
-                    sum += w;
-                    const float* vt = cached_row(Vh, t, vbuf);
-                    if (small) {
-                        for (int d = 0; d < D; ++d) o[d] += w * vt[d];
-                    } else {
-                        axpy_f32(D, w, vt, o);
-                    }
-                }
-            }
+            const size_t at = static_cast<size_t>(i) * Qd + static_cast<size_t>(h) * D;
+            float* o = att.data() + at;
+            float mx;
+            double sum;
+            attend(q.data() + at, h, 0, n_past + i + 1, s, o, mx, sum);
             scale_f32(D, static_cast<float>(1.0 / sum), o);
         }
     });
@@ -606,6 +689,20 @@ Status Context::Impl::forward(const int32_t* toks, int n_tok, float* logits_out,
         for (int64_t j = 0; j < n; ++j) y[j] += bb[j];
     };
 
+    // The norm weights and biases that the work between two products reads
+    // lie in the memory-mapped file, cold by the time they are used again:
+    // a whole token's weights went through the caches since. Each is requested
+    // when the product before its use starts, so that its misses overlap the
+    // product instead of the time between products, when the threads wait on
+    // one another. With one token, so are the cache slots it writes K and V to.
+    // (smollm2-135m Q8_0 generation: the FFN norm took 1.4 us per layer, then
+    // 0.5.)
+    auto request = [](std::initializer_list<const Weight*> ws) {
+        for (const Weight* w : ws)
+            if (*w) request_lines(w->data, static_cast<size_t>(std::max<int64_t>(1, w->rows)) * w->row_stride);
+    };
+    request({&M.layers[0].attn_norm, &M.layers[0].attn_norm_b});
+
     for (int l = 0; l < hp.n_layer; ++l) {
         if (aborted()) return error(StatusCode::aborted, "aborted by the abort callback");
         const LayerWeights& L = M.layers[static_cast<size_t>(l)];
@@ -617,6 +714,11 @@ Status Context::Impl::forward(const int32_t* toks, int n_tok, float* logits_out,
             norm(x.data() + static_cast<size_t>(i) * E, L.attn_norm, L.attn_norm_b, xn.data() + static_cast<size_t>(i) * E);
         });
         residual_bias = nullptr;
+        request({&L.bq, &L.bk, &L.bv, &L.bqkv, &L.q_norm, &L.k_norm});
+        if (m == 1) {
+            request_lines(kv_at(kcache, l, n_past), static_cast<size_t>(KVd) * kv_es, true);
+            request_lines(kv_at(vcache, l, n_past), static_cast<size_t>(KVd) * kv_es, true);
+        }
         if (arch.fused_qkv) {
             matmul(L.wqkv, aq, m, qkv.data());
         } else {
@@ -668,6 +770,7 @@ Status Context::Impl::forward(const int32_t* toks, int n_tok, float* logits_out,
         if (aborted()) return error(StatusCode::aborted, "aborted by the abort callback");
 
         Act ao = prepare(att.data(), m, Qd, L.wo, 0, 2 * Qd, [](int64_t) {});
+        request({&L.bo, &L.ffn_norm, &L.ffn_norm_b});
         matmul(L.wo, ao, m, out.data());
         residual_bias = &L.bo;
 
@@ -691,6 +794,7 @@ Status Context::Impl::forward(const int32_t* toks, int n_tok, float* logits_out,
                 silu_mul_f32(F, gate.data() + static_cast<size_t>(i) * F, up.data() + static_cast<size_t>(i) * F);
             });
         } else {
+            request({&L.b_up});
             matmul(L.w_up, ag, m, gate.data());
             ad = prepare(gate.data(), m, F, L.w_down, 0, 10 * F, [&](int64_t i) {
                 float* gi = gate.data() + static_cast<size_t>(i) * F;
@@ -699,6 +803,8 @@ Status Context::Impl::forward(const int32_t* toks, int n_tok, float* logits_out,
             });
         }
         if (aborted()) return error(StatusCode::aborted, "aborted by the abort callback");
+        if (l + 1 < hp.n_layer) request({&L.b_down, &M.layers[static_cast<size_t>(l) + 1].attn_norm, &M.layers[static_cast<size_t>(l) + 1].attn_norm_b});
+        else request({&L.b_down, &M.output_norm, &M.output_norm_b});
         matmul(L.w_down, ad, m, out.data());
         residual_bias = &L.b_down;
     }
