@@ -59,7 +59,7 @@ namespace md = minigpt::detail;
 
 struct Result {
     std::string model, type, test;
-    int n_prompt = 0, n_gen = 0, threads = 0;
+    int n_prompt = 0, n_gen = 0, n_depth = 0, threads = 0;
     double mean = 0, stddev = 0;
     uint64_t weight_bytes_per_token = 0;
     double bandwidth_gbs = 0;  // measured with the same number of threads (0: not measured)
@@ -548,7 +548,7 @@ int make_model(const std::string& shape_name, const std::string& type_name, cons
 int main(int argc, char** argv) {
     prog_name() = "minigpt-bench";
     std::vector<std::string> models;
-    int n_prompt = 128, n_gen = 64, reps = 5;
+    int n_prompt = 128, n_gen = 64, n_depth = 0, reps = 5;
     std::vector<int> thread_list;
     std::string output = "md", make_shape, make_type;
     bool output_set = false, make = false, mix = false, seed_set = false, bandwidth = true, use_mmap = true;
@@ -561,7 +561,7 @@ int main(int argc, char** argv) {
         };
         if (a == "-h" || a == "--help") {
             std::printf(
-                "usage: minigpt-bench -m MODEL [-m MODEL...] [-p N_PROMPT] [-n N_GEN] [-t THREADS[,THREADS...]] "
+                "usage: minigpt-bench -m MODEL [-m MODEL...] [-p N_PROMPT] [-n N_GEN] [-d N_DEPTH] [-t THREADS[,THREADS...]] "
                 "[-r REPETITIONS] [-mmp 0|1] [-o md|jsonl] [--no-bandwidth]\n"
                 "       minigpt-bench --make-model SHAPE --type TYPE -o OUT.gguf [--seed N] [--mix] [-t THREADS]\n"
                 "\n"
@@ -569,7 +569,8 @@ int main(int argc, char** argv) {
                 "bandwidth (skipped with --no-bandwidth) and, for tgN, the weight bytes read per\n"
                 "token and the fraction of the bandwidth that generation uses (the bandwidth\n"
                 "measured again before each tgN repetition). With a list of thread counts\n"
-                "(-t 1,2), they take turns within each repetition.\n"
+                "(-t 1,2), they take turns within each repetition. -d N first fills the context\n"
+                "with N tokens (not timed) before each repetition: tests named 'tg64 @ d512'.\n"
                 "\n"
                 "--make-model writes a model of a real shape with RANDOM weights (for speed\n"
                 "tests; its output is meaningless). SHAPE: %s.\n"
@@ -584,6 +585,8 @@ int main(int argc, char** argv) {
             n_prompt = parse_int(a, value(), 0, 1 << 16);
         } else if (a == "-n" || a == "--n-gen") {
             n_gen = parse_int(a, value(), 0, 1 << 16);
+        } else if (a == "-d" || a == "--n-depth") {
+            n_depth = parse_int(a, value(), 0, 1 << 20);
         } else if (a == "-t" || a == "--threads") {
             const std::string list = value();
             thread_list.clear();
@@ -656,8 +659,8 @@ int main(int argc, char** argv) {
         std::vector<std::unique_ptr<minigpt::Context>> ctxs;
         for (int t : thread_list) {
             minigpt::ContextParams cp;
-            cp.n_ctx = std::max(n_prompt, n_gen) + 1;
-            cp.n_batch = std::max(1, n_prompt);
+            cp.n_ctx = n_depth + std::max(n_prompt, n_gen) + 1;
+            cp.n_batch = std::max({1, n_prompt, std::min(n_depth, 512)});
             cp.n_threads = t;
             ctxs.emplace_back();
             st = minigpt::Context::create(model, cp, ctxs.back());
@@ -670,7 +673,7 @@ int main(int argc, char** argv) {
                          mib(per_token), ctx.n_ctx(), mib(ctx.kv_cache_bytes()), mib(ctx.scratch_bytes()), ctx.n_threads());
         }
         uint64_t rng = 42;
-        std::vector<int32_t> toks(static_cast<size_t>(std::max(n_prompt, n_gen)));
+        std::vector<int32_t> toks(static_cast<size_t>(n_depth + std::max(n_prompt, n_gen)));
         for (auto& t : toks) t = static_cast<int32_t>((rng = rng * 6364136223846793005ull + 1442695040888963407ull) >> 33) % model->n_vocab();
 
         for (int kind = 0; kind < 2; ++kind) {
@@ -685,11 +688,14 @@ int main(int argc, char** argv) {
                     minigpt::Context& ctx = *ctxs[c];
                     if (per_rep_bw && r >= 0) bw[c].push_back(measure(ctx.n_threads(), kRepetitionPasses));
                     ctx.reset();
+                    if (n_depth > 0) st = ctx.eval(toks.data(), static_cast<size_t>(n_depth));
+                    if (!st) fail("evaluation failed: " + st.to_string());
+                    const int32_t* tt = toks.data() + n_depth;
                     const auto t0 = std::chrono::steady_clock::now();
                     if (kind == 0) {
-                        st = ctx.eval(toks.data(), static_cast<size_t>(n));
+                        st = ctx.eval(tt, static_cast<size_t>(n));
                     } else {
-                        for (int i = 0; i < n && st; ++i) st = ctx.eval(&toks[static_cast<size_t>(i)], 1);
+                        for (int i = 0; i < n && st; ++i) st = ctx.eval(&tt[i], 1);
                     }
                     if (!st) fail("evaluation failed: " + st.to_string());
                     const double s = ms_since(t0) / 1000.0;
@@ -703,6 +709,8 @@ int main(int argc, char** argv) {
                 res.model = path;
                 res.type = model_type(model->info());
                 res.test = (kind == 0 ? "pp" : "tg") + std::to_string(n);
+                if (n_depth > 0) res.test += " @ d" + std::to_string(n_depth);
+                res.n_depth = n_depth;
                 res.n_prompt = kind == 0 ? n : 0;
                 res.n_gen = kind == 1 ? n : 0;
                 res.threads = ctxs[c]->n_threads();
@@ -744,9 +752,9 @@ int main(int argc, char** argv) {
         }
     } else {
         for (const Result& r : results) {
-            std::printf("{\"model_filename\": \"%s\", \"model_type\": \"%s\", \"n_prompt\": %d, \"n_gen\": %d, "
+            std::printf("{\"model_filename\": \"%s\", \"model_type\": \"%s\", \"n_prompt\": %d, \"n_gen\": %d, \"n_depth\": %d, "
                         "\"n_threads\": %d, \"avg_ts\": %.6f, \"stddev_ts\": %.6f, \"weight_bytes_per_token\": %llu",
-                        r.model.c_str(), r.type.c_str(), r.n_prompt, r.n_gen, r.threads, r.mean, r.stddev,
+                        r.model.c_str(), r.type.c_str(), r.n_prompt, r.n_gen, r.n_depth, r.threads, r.mean, r.stddev,
                         (unsigned long long)r.weight_bytes_per_token);
             if (r.bandwidth_gbs > 0) {
                 std::printf(", \"mem_bandwidth_gbs\": %.6f", r.bandwidth_gbs);

@@ -41,12 +41,20 @@ bench)
     js=$("$bin/minigpt-bench" -m "$tmp" -p 16 -n 4 -r 1 -t 2 -o jsonl --no-bandwidth 2>/dev/null)
     # A list of thread counts: one row per count and test.
     tl=$("$bin/minigpt-bench" -m "$tmp" -p 16 -n 0 -r 1 -t 1,2 -o jsonl --no-bandwidth 2>/dev/null)
+    # A context filled with 40 tokens first.
+    dp=$("$bin/minigpt-bench" -m "$tmp" -p 8 -n 4 -d 40 -r 1 -t 2 --no-bandwidth 2>/dev/null)
+    dj=$("$bin/minigpt-bench" -m "$tmp" -p 0 -n 4 -d 40 -r 1 -t 2 -o jsonl --no-bandwidth 2>/dev/null)
     rm -f "$tmp"
     echo "$out"
     echo "$js"
     echo "$tl"
-    echo "$tl" | grep -q '"n_prompt": 16, "n_gen": 0, "n_threads": 1,'
-    echo "$tl" | grep -q '"n_prompt": 16, "n_gen": 0, "n_threads": 2,'
+    echo "$dp"
+    echo "$dj"
+    echo "$dp" | grep -Eq '\| pp8 @ d40 \| [0-9.]+ ± [0-9.]+ \|'
+    echo "$dp" | grep -Eq '\| tg4 @ d40 \| [0-9.]+ ± [0-9.]+ \|'
+    echo "$dj" | grep -q '"n_prompt": 0, "n_gen": 4, "n_depth": 40,'
+    echo "$tl" | grep -q '"n_prompt": 16, "n_gen": 0, "n_depth": 0, "n_threads": 1,'
+    echo "$tl" | grep -q '"n_prompt": 16, "n_gen": 0, "n_depth": 0, "n_threads": 2,'
     test "$(echo "$tl" | wc -l)" -eq 2
     echo "$out" | grep -Eq '\| pp16 \| [0-9.]+ ± [0-9.]+ \|'
     echo "$out" | grep -Eq '\| tg4 \| [0-9.]+ ± [0-9.]+ \|'
