@@ -605,6 +605,7 @@ MINIGPT_NS_END
 #include <initializer_list>
 #include <limits>
 #include <new>
+#include <type_traits>
 #include <unordered_map>
 #include <utility>
 
@@ -4721,6 +4722,45 @@ inline void dot4_keys_f32(const float* q, const float* k, size_t stride, int64_t
     }
 #endif
     for (int j = 0; j < 4; ++j) out[j] = dot_f32(q, k + j * stride, d);
+}
+
+// o[i] += sum over j < n of w[j] * v[j * stride + i], for i < d: the
+// attention's weighted sum of n value rows. The sums stay in registers over
+// all the rows, in two sets (even and odd rows) so that consecutive rows do not
+// wait on each other; one axpy per row would make each row wait on the stores
+// of the one before. Elsewhere, one axpy per row.
+inline void weighted_rows_f32(int64_t n, const float* w, const float* v, size_t stride, int64_t d, float* o) {
+#if defined(MINIGPT_AVX512)
+    if (d % 16 == 0) {
+        // Columns [i, i + 16 * C) of all the rows.
+        auto columns = [&](int64_t i, auto regs) {
+            constexpr int C = decltype(regs)::value;
+            __m512 a[C], b[C];
+            for (int k = 0; k < C; ++k) a[k] = _mm512_loadu_ps(o + i + 16 * k), b[k] = _mm512_setzero_ps();
+            int64_t j = 0;
+            for (; j + 2 <= n; j += 2) {
+                const __m512 w0 = _mm512_set1_ps(w[j]), w1 = _mm512_set1_ps(w[j + 1]);
+                const float* r0 = v + static_cast<size_t>(j) * stride + i;
+                const float* r1 = r0 + stride;
+                for (int k = 0; k < C; ++k) {
+                    a[k] = _mm512_fmadd_ps(w0, _mm512_loadu_ps(r0 + 16 * k), a[k]);
+                    b[k] = _mm512_fmadd_ps(w1, _mm512_loadu_ps(r1 + 16 * k), b[k]);
+                }
+            }
+            if (j < n) {
+                const __m512 w0 = _mm512_set1_ps(w[j]);
+                const float* r0 = v + static_cast<size_t>(j) * stride + i;
+                for (int k = 0; k < C; ++k) a[k] = _mm512_fmadd_ps(w0, _mm512_loadu_ps(r0 + 16 * k), a[k]);
+            }
+            for (int k = 0; k < C; ++k) _mm512_storeu_ps(o + i + 16 * k, _mm512_add_ps(a[k], b[k]));
+        };
+        int64_t i = 0;
+        for (; i + 64 <= d; i += 64) columns(i, std::integral_constant<int, 4>());
+        for (; i < d; i += 16) columns(i, std::integral_constant<int, 1>());
+        return;
+    }
+#endif
+    for (int64_t j = 0; j < n; ++j) axpy_f32(d, w[j], v + static_cast<size_t>(j) * stride, o);
 }
 
 // y[i] = e^(x[i]) (y may be x).
@@ -9540,9 +9580,13 @@ void Context::Impl::attention(int layer, int m, int n_past) {
             }
             for (int t = t0; t < t1; ++t) s[t - t0] -= mx;
             exp_f32(t1 - t0, s, s);
+            for (int t = t0; t < t1; ++t) sum += s[t - t0];
+            if (es == 4 && !small) {  // the block's values in one pass
+                weighted_rows_f32(t1 - t0, s, reinterpret_cast<const float*>(Vh + static_cast<size_t>(t0) * row_bytes), KV, D, o);
+                continue;
+            }
             for (int t = t0; t < t1; ++t) {
                 const float w = s[t - t0];
-                sum += w;
                 const float* vt = cached_row(Vh, t, vbuf);
                 if (small) {
                     for (int d = 0; d < D; ++d) o[d] += w * vt[d];

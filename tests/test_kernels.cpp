@@ -1150,6 +1150,28 @@ TEST_CASE("exp_f32 and silu_mul_f32 agree with std::exp") {
     CHECK(bad == 0);
 }
 
+TEST_CASE("weighted_rows_f32 adds the weighted rows to o") {
+    std::mt19937 rng(10);
+    for (int64_t d : {16, 48, 64, 80, 128, 7}) {
+        for (int64_t n : {0, 1, 2, 3, 8, 257}) {
+            const size_t stride = static_cast<size_t>(d) + 32;
+            std::vector<float> w = random_floats(rng, std::max<int64_t>(1, n)), v = random_floats(rng, n * static_cast<int64_t>(stride) + 1),
+                               o = random_floats(rng, d), o0 = o;
+            weighted_rows_f32(n, w.data(), v.data(), stride, d, o.data());
+            int bad = 0;
+            for (int64_t i = 0; i < d; ++i) {
+                double ref = o0[i], mag = std::fabs(o0[i]);
+                for (int64_t j = 0; j < n; ++j) {
+                    ref += double(w[j]) * v[j * stride + i];
+                    mag += std::fabs(double(w[j]) * v[j * stride + i]);
+                }
+                if (!(std::fabs(o[i] - ref) <= 1e-5 * mag)) ++bad;
+            }
+            CHECK_MESSAGE(bad == 0, "d=" << d << " n=" << n);
+        }
+    }
+}
+
 TEST_CASE("dot4_keys_f32 equals four dot_f32") {
     std::mt19937 rng(9);
     for (int64_t d : {16, 64, 128, 80, 7}) {

@@ -15,6 +15,7 @@
 #include <initializer_list>
 #include <limits>
 #include <new>
+#include <type_traits>
 #include <unordered_map>
 #include <utility>
 

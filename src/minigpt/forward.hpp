@@ -554,9 +554,13 @@ void Context::Impl::attention(int layer, int m, int n_past) {
             }
             for (int t = t0; t < t1; ++t) s[t - t0] -= mx;
             exp_f32(t1 - t0, s, s);
+            for (int t = t0; t < t1; ++t) sum += s[t - t0];
+            if (es == 4 && !small) {  // the block's values in one pass
+                weighted_rows_f32(t1 - t0, s, reinterpret_cast<const float*>(Vh + static_cast<size_t>(t0) * row_bytes), KV, D, o);
+                continue;
+            }
             for (int t = t0; t < t1; ++t) {
                 const float w = s[t - t0];
-                sum += w;
                 const float* vt = cached_row(Vh, t, vbuf);
                 if (small) {
                     for (int d = 0; d < D; ++d) o[d] += w * vt[d];
