@@ -541,10 +541,12 @@ TEST_CASE("matmul_rows matches a naive loop for odd m and row ranges") {
     const int64_t R = 37;  // weight rows
     for (Type t : kTypes) {
         const Type at = vec_dot_type(t);
-        const int64_t nlist_f[] = {67, 1, 256, 130, 2000};
-        // 192: an odd number of block pairs; 4096 and 4160: 64 and 65 pairs (the one-row path's stack holds 64)
-        const int64_t nlist_q[] = {96, 32, 4096, 192, 4160};
-        for (int ni = 0; ni < 5; ++ni) {
+        const int64_t nlist_f[] = {67, 1, 256, 130, 2000, 288, 3};
+        // 192: an odd number of block pairs; 96, 32 and 288: an odd number of
+        // blocks; 4096 and 4160: 64 and 65 pairs (the one-row path's stack
+        // holds 64); 4064: 63 pairs and a half
+        const int64_t nlist_q[] = {96, 32, 4096, 192, 4160, 288, 4064};
+        for (int ni = 0; ni < 7; ++ni) {
             const int64_t n = type_info(t).block_size == 1 ? nlist_f[ni] : nlist_q[ni];
             const size_t wrb = row_bytes(t, n), arb = row_bytes(at, n);
             std::vector<uint8_t> W(wrb * R);

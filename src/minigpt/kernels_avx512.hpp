@@ -493,6 +493,8 @@ inline void dot4_q(int64_t n, const uint8_t* w, size_t ws, const BlockQ8_0* y, f
 // sign bit flipped, and (w + 128) * a = w * a + 128 * a. The -8a or -128a of
 // each 4-byte lane is the starting value. The weight scales of a pair are
 // spread over lanes 0..7 and 8..15 by one word permute of a masked load.
+// An odd number of blocks ends in a half pair: the block's bytes twice against
+// the activation block and zeros, its scale in lanes 0..7 and zeros above.
 // Rows longer than kPairs * 64 values use the vec_dot kernels.
 inline constexpr int64_t kPairs = 64;  // (inline: only VNNI builds read it)
 
@@ -514,6 +516,18 @@ inline __m512i pair_bytes_u8(const Block* x) {
     }
 }
 
+// The last block of a row alone, as pair_bytes_u8 places it (and again in the
+// upper half, which meets zero activations).
+template <class Block>
+inline __m512i half_pair_bytes_u8(const Block* x) {
+    if constexpr (sizeof(Block) == sizeof(BlockQ4_0)) {
+        return nibbles2_q4_0(x->qs, x->qs);
+    } else {
+        const __m256i b = load_q8(x->qs);
+        return _mm512_xor_si512(join(b, b), _mm512_set1_epi8(static_cast<char>(0x80)));
+    }
+}
+
 template <class Block>
 inline void matvec_q_pairs(int64_t n, const uint8_t* w, size_t ws, int64_t r0, int64_t r1, const BlockQ8_0* y,
                            float* out, int64_t ahead_end) {
@@ -521,15 +535,16 @@ inline void matvec_q_pairs(int64_t n, const uint8_t* w, size_t ws, int64_t r0, i
     const Type wt = q4 ? Type::Q4_0 : Type::Q8_0;
     VecDotFn dot = vec_dot_fn(wt);
 #if defined(__AVX512VNNI__)  // (unsigned bytes up to 255 would saturate maddubs)
-    const int64_t nb = n / 32, pairs = nb / 2;
-    if (pairs <= kPairs && nb % 2 == 0) {
+    const int64_t nb = n / 32, pairs = nb / 2, odd = nb % 2;
+    if (pairs + odd <= kPairs) {
         __m512i act[kPairs], start[kPairs];
         __m512 da[kPairs];
         const __m512i offset = _mm512_set1_epi8(q4 ? 8 : static_cast<char>(0x80));
-        for (int64_t p = 0; p < pairs; ++p) {
-            act[p] = join(load_q8(y[2 * p].qs), load_q8(y[2 * p + 1].qs));
+        for (int64_t p = 0; p < pairs + odd; ++p) {
+            const bool half = p == pairs;
+            act[p] = join(load_q8(y[2 * p].qs), half ? _mm256_setzero_si256() : load_q8(y[2 * p + 1].qs));
             start[p] = _mm512_sub_epi32(_mm512_setzero_si512(), dot_u8s8(offset, act[p]));
-            da[p] = scales2(avx2::h2f(y[2 * p].d), avx2::h2f(y[2 * p + 1].d));
+            da[p] = scales2(avx2::h2f(y[2 * p].d), half ? 0.0f : avx2::h2f(y[2 * p + 1].d));
         }
         RowPrefetch pf(w, ws, r0, r1, ahead_end, prefetch_pays(wt));
         for (int64_t r = r0; r < r1; ++r) {
@@ -549,6 +564,11 @@ inline void matvec_q_pairs(int64_t n, const uint8_t* w, size_t ws, int64_t r0, i
                 acc1 = pair(p + 1, acc1);
             }
             if (p < pairs) acc0 = pair(p, acc0);
+            if (odd) {
+                const __m512i i = _mm512_dpbusd_epi32(start[pairs], half_pair_bytes_u8(x + 2 * pairs), act[pairs]);
+                const __m512 d = _mm512_mul_ps(da[pairs], _mm512_set1_ps(avx2::h2f(x[2 * pairs].d)));
+                acc1 = _mm512_fmadd_ps(d, _mm512_maskz_cvtepi32_ps(__mmask16(0xFFFF), i), acc1);
+            }
             out[r] = hsum(_mm512_add_ps(acc0, acc1));
         }
         return;
