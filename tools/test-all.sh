@@ -11,7 +11,7 @@
 #   5. Meson (optimization 1): build everything, meson test
 #   6. cmake --install into a prefix; build tests/consumer against it (find_package and
 #      pkg-config/Meson) and run it
-#   7. libFuzzer: every fuzz/ target 30 s with AddressSanitizer + UndefinedBehaviorSanitizer
+#   7. libFuzzer: every fuzz/ target 20 s (FUZZ_SECONDS) with AddressSanitizer + UndefinedBehaviorSanitizer
 #      (tools/test-fuzz.sh)
 #   8. aarch64: NEON kernels and model tests cross-compiled and run under qemu
 #      (tools/test-neon.sh)
@@ -327,7 +327,7 @@ stage_install() {
 
 # ---------------------------------------------------------------------------
 stage_fuzz() {
-    check "fuzz:all-targets" env FUZZ_SECONDS="${FUZZ_SECONDS:-30}" FUZZ_BUILD_JOBS="$JOBS" CXX=clang++ \
+    check "fuzz:all-targets" env FUZZ_SECONDS="${FUZZ_SECONDS:-20}" FUZZ_BUILD_JOBS="$JOBS" CXX=clang++ \
         bash tools/test-fuzz.sh "$BUILD/fuzz"
 }
 
