@@ -576,6 +576,16 @@ TEST_CASE("gguf reader: every shared model and vocabulary parses, mapped or read
         REQUIRE_MESSAGE(st.ok(), st.to_string());
         CHECK(mapped.mapped());
         CHECK_FALSE(read.mapped());
+        // Both hold every byte of the file (read to the last one); on Linux,
+        // files of 2 MiB or more start at a 2 MiB boundary (huge pages).
+        REQUIRE(mapped.size() == read.size());
+        CHECK(same_bytes(mapped.data(), read.data(), read.size()));
+#if defined(__linux__)
+        if (read.size() >= (size_t(2) << 20)) {
+            CHECK(reinterpret_cast<uintptr_t>(mapped.data()) % (size_t(2) << 20) == 0);
+            CHECK(reinterpret_cast<uintptr_t>(read.data()) % (size_t(2) << 20) == 0);
+        }
+#endif
         GgufFile a, b;
         st = a.parse(mapped.data(), mapped.size());
         CHECK_MESSAGE(st.ok(), st.to_string());
