@@ -609,6 +609,11 @@ MINIGPT_NS_END
 #include <unordered_map>
 #include <utility>
 
+#if !defined(MINIGPT_WINDOWS)
+#  include <sys/mman.h>
+#  include <unistd.h>
+#endif
+
 MINIGPT_NS_BEGIN
 
 const char* status_code_name(StatusCode code) {
@@ -712,6 +717,46 @@ inline void raw_free(void* p) {
 #endif
 }
 
+#if !defined(MINIGPT_WINDOWS)
+// Large arrays that are read through every token (the weights, the KV cache)
+// go to 2 MiB pages where the kernel has transparent huge pages (madvise mode
+// included): with 4 KiB pages, streaming them walks the page tables once per
+// page. On the development machine a 700 MB model generated 21-25 instead of
+// 34 tokens/s with one thread, and generation after 2000 tokens ran about 20%
+// faster. The mapping starts at a 2 MiB boundary (a reservation of n + 2 MiB,
+// the rest given back) and is marked MADV_HUGEPAGE. A file mapping (fd >= 0)
+// of a file the page cache holds in small pages stays in them; one read through
+// such a mapping fills the cache with huge ones. fd < 0: anonymous, writable
+// memory. Returns MAP_FAILED on failure; munmap(p, n) releases it.
+inline void* map_huge_aligned(size_t n, int fd) {
+    const int prot = fd < 0 ? PROT_READ | PROT_WRITE : PROT_READ;
+    const int flags = fd < 0 ? MAP_PRIVATE | MAP_ANONYMOUS : MAP_SHARED;
+#if defined(MADV_HUGEPAGE)
+    const size_t huge = size_t(2) << 20;
+    const long page_l = sysconf(_SC_PAGESIZE);
+    const size_t page = page_l > 0 ? static_cast<size_t>(page_l) : 4096;
+    if (n >= huge && n <= std::numeric_limits<size_t>::max() - 2 * huge && huge % page == 0) {
+        void* res = mmap(nullptr, n + huge, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+        if (res != MAP_FAILED) {
+            const uintptr_t base = reinterpret_cast<uintptr_t>(res);
+            const uintptr_t at = (base + huge - 1) & ~static_cast<uintptr_t>(huge - 1);
+            void* p = mmap(reinterpret_cast<void*>(at), n, prot, flags | MAP_FIXED, fd, 0);
+            if (p == MAP_FAILED) {
+                munmap(res, n + huge);
+            } else {
+                const uintptr_t end = at + (n + page - 1) / page * page, res_end = base + n + huge;
+                if (at > base) munmap(res, at - base);
+                if (res_end > end) munmap(reinterpret_cast<void*>(end), res_end - end);
+                madvise(p, n, MADV_HUGEPAGE);  // advice only: its failure changes nothing
+                return p;
+            }
+        }
+    }
+#endif
+    return mmap(nullptr, n, prot, flags, fd, 0);
+}
+#endif
+
 // A 64-byte aligned, uninitialised array of T that owns its memory.
 template <typename T>
 class Buffer {
@@ -724,10 +769,26 @@ public:
     ~Buffer() { release(); }
 
     // Returns false (and holds nothing) when the allocation fails or overflows.
-    bool allocate(size_t n) {
+    // huge: in 2 MiB pages (map_huge_aligned) from 2 MiB on, unless the host
+    // allocates (allocator hooks or MINIGPT_MALLOC) or the system has no mmap.
+    bool allocate(size_t n, bool huge = false) {
         release();
         if (n == 0) return true;
         if (n > (std::numeric_limits<size_t>::max() - 64) / sizeof(T)) return false;
+#if !defined(MINIGPT_WINDOWS) && !defined(MINIGPT_MALLOC)
+        if (huge && n * sizeof(T) >= (size_t(2) << 20) && !(hooks().alloc && hooks().free)) {
+            void* p = map_huge_aligned(n * sizeof(T), -1);
+            if (p != MAP_FAILED) {
+                raw_ = p;
+                map_bytes_ = n * sizeof(T);
+                data_ = static_cast<T*>(p);
+                size_ = n;
+                return true;
+            }
+        }
+#else
+        (void)huge;
+#endif
         raw_ = raw_alloc(n * sizeof(T) + 64);
         if (!raw_) return false;
         uintptr_t a = (reinterpret_cast<uintptr_t>(raw_) + 63) & ~uintptr_t(63);
@@ -736,8 +797,15 @@ public:
         return true;
     }
     void release() {
+#if !defined(MINIGPT_WINDOWS)
+        if (raw_ && map_bytes_) {
+            munmap(raw_, map_bytes_);
+            raw_ = nullptr;
+        }
+#endif
         if (raw_) raw_free(raw_);
         raw_ = nullptr;
+        map_bytes_ = 0;
         data_ = nullptr;
         size_ = 0;
     }
@@ -753,10 +821,12 @@ private:
         std::swap(raw_, o.raw_);
         std::swap(data_, o.data_);
         std::swap(size_, o.size_);
+        std::swap(map_bytes_, o.map_bytes_);
     }
     void* raw_ = nullptr;
     T* data_ = nullptr;
     size_t size_ = 0;
+    size_t map_bytes_ = 0;  // raw_ is a mapping of this many bytes (0: from raw_alloc)
 };
 
 inline double now_seconds() {
@@ -1423,7 +1493,6 @@ private:
     const uint8_t* data_ = nullptr;
     size_t size_ = 0;
     bool mapped_ = false;
-    bool anon_ = false;  // data_ is an anonymous mapping of size_ bytes (read into 2 MiB pages)
     Buffer<uint8_t> owned_;
 #if defined(MINIGPT_WINDOWS)
     HANDLE mapping_ = nullptr;
@@ -1440,14 +1509,10 @@ inline void FileBytes::close() {
         munmap(const_cast<uint8_t*>(data_), size_);
 #endif
     }
-#if !defined(MINIGPT_WINDOWS)
-    if (anon_ && data_) munmap(const_cast<uint8_t*>(data_), size_);
-#endif
     owned_.release();
     data_ = nullptr;
     size_ = 0;
     mapped_ = false;
-    anon_ = false;
 }
 
 #if defined(MINIGPT_WINDOWS)
@@ -1505,42 +1570,6 @@ inline Status FileBytes::open(const std::string& path, bool use_mmap) {
     return Status();
 }
 #else
-// The weights in 2 MiB pages where the kernel has transparent huge pages
-// (madvise mode included): a product walks the page tables once per 4 KiB page
-// otherwise, and on the development machine a 700 MB model then generated
-// 21-23 instead of 36 tokens/s with one thread. The mapping starts at a 2 MiB
-// boundary (a reservation of n + 2 MiB, the rest given back) and is marked
-// MADV_HUGEPAGE. A file already in the page cache in small pages stays in
-// them; one read through such a mapping fills the cache with huge ones. For
-// fd < 0 the mapping is anonymous and writable. MAP_FAILED on failure.
-inline void* map_huge_aligned(size_t n, int fd) {
-    const int prot = fd < 0 ? PROT_READ | PROT_WRITE : PROT_READ;
-    const int flags = fd < 0 ? MAP_PRIVATE | MAP_ANONYMOUS : MAP_SHARED;
-#if defined(MADV_HUGEPAGE)
-    const size_t huge = size_t(2) << 20;
-    const long page_l = sysconf(_SC_PAGESIZE);
-    const size_t page = page_l > 0 ? static_cast<size_t>(page_l) : 4096;
-    if (n >= huge && n <= std::numeric_limits<size_t>::max() - 2 * huge && huge % page == 0) {
-        void* res = mmap(nullptr, n + huge, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
-        if (res != MAP_FAILED) {
-            const uintptr_t base = reinterpret_cast<uintptr_t>(res);
-            const uintptr_t at = (base + huge - 1) & ~static_cast<uintptr_t>(huge - 1);
-            void* p = mmap(reinterpret_cast<void*>(at), n, prot, flags | MAP_FIXED, fd, 0);
-            if (p == MAP_FAILED) {
-                munmap(res, n + huge);
-            } else {
-                const uintptr_t end = at + (n + page - 1) / page * page, res_end = base + n + huge;
-                if (at > base) munmap(res, at - base);
-                if (res_end > end) munmap(reinterpret_cast<void*>(end), res_end - end);
-                madvise(p, n, MADV_HUGEPAGE);  // advice only: its failure changes nothing
-                return p;
-            }
-        }
-    }
-#endif
-    return mmap(nullptr, n, prot, flags, fd, 0);
-}
-
 inline Status FileBytes::open(const std::string& path, bool use_mmap) {
     close();
     int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
@@ -1564,39 +1593,23 @@ inline Status FileBytes::open(const std::string& path, bool use_mmap) {
         mapped_ = true;
         return Status();
     }
-    // Read into memory: 2 MiB pages too, unless the host allocates (hooks or MINIGPT_MALLOC).
-    uint8_t* dst = nullptr;
-#if !defined(MINIGPT_MALLOC)
-    if (!hooks().alloc) {
-        void* p = map_huge_aligned(n, -1);
-        if (p != MAP_FAILED) {
-            dst = static_cast<uint8_t*>(p);
-            data_ = dst;
-            size_ = n;
-            anon_ = true;
-        }
-    }
-#endif
-    if (!dst) {
-        if (!owned_.allocate(n)) {
-            ::close(fd);
-            return error(StatusCode::out_of_memory, "%s: cannot allocate %zu bytes", path.c_str(), n);
-        }
-        dst = owned_.data();
+    if (!owned_.allocate(n, true)) {
+        ::close(fd);
+        return error(StatusCode::out_of_memory, "%s: cannot allocate %zu bytes", path.c_str(), n);
     }
     size_t done = 0;
     while (done < n) {
-        ssize_t got = ::read(fd, dst + done, n - done);
+        ssize_t got = ::read(fd, owned_.data() + done, n - done);
         if (got < 0 && errno == EINTR) continue;
         if (got <= 0) {
             ::close(fd);
-            close();
+            owned_.release();
             return error(StatusCode::io_error, "%s: read failed", path.c_str());
         }
         done += static_cast<size_t>(got);
     }
     ::close(fd);
-    data_ = dst;
+    data_ = owned_.data();
     size_ = n;
     return Status();
 }
@@ -9432,7 +9445,7 @@ Status Context::Impl::init() {
     par.n_threads = n_threads;
     spans = std::vector<Span>(static_cast<size_t>(n_threads));
 
-    bool ok = kcache.allocate(cache_elems * kv_es) && vcache.allocate(cache_elems * kv_es);
+    bool ok = kcache.allocate(cache_elems * kv_es, true) && vcache.allocate(cache_elems * kv_es, true);
     ok = ok && x.allocate(B * E) && xn.allocate(B * E) && q.allocate(B * Q) && k.allocate(B * KV) &&
          v.allocate(B * KV) && att.allocate(B * Q) && gate.allocate(B * F) && up.allocate(B * F) &&
          out.allocate(out_elems) && rope_cs.allocate(rope_elems) && qkv.allocate(qkv_elems) &&

@@ -340,6 +340,36 @@ TEST_CASE("loading from memory and through host file I/O; the allocator hook") {
     CHECK(logits[1] == logits[2]);
 }
 
+TEST_CASE("large buffers in 2 MiB pages, and through the allocator hook when there is one") {
+    const size_t n = (size_t(5) << 20) + 123;  // not a multiple of the page size
+    {
+        detail::Buffer<uint8_t> b;
+        REQUIRE(b.allocate(n, true));
+#if defined(__linux__)
+        CHECK(reinterpret_cast<uintptr_t>(b.data()) % (size_t(2) << 20) == 0);
+#endif
+        std::memset(b.data(), 0x5A, n);  // writable to the last byte
+        CHECK(b.data()[n - 1] == 0x5A);
+        REQUIRE(b.allocate(100, true));  // small: the ordinary allocation, after releasing the mapping
+        CHECK(reinterpret_cast<uintptr_t>(b.data()) % 64 == 0);
+        detail::Buffer<uint8_t> moved(std::move(b));
+        CHECK(moved.size() == 100);
+    }
+    Hooks h;
+    h.alloc = [](void*, size_t m) { ++g_alloc.live; ++g_alloc.total; return std::malloc(m); };
+    h.free = [](void*, void* p) { if (p) { --g_alloc.live; std::free(p); } };
+    const long before = g_alloc.total;
+    set_hooks(h);
+    {
+        detail::Buffer<uint8_t> b;
+        REQUIRE(b.allocate(n, true));
+        std::memset(b.data(), 1, n);
+        CHECK(g_alloc.total == before + 1);
+    }
+    set_hooks(Hooks());
+    CHECK(g_alloc.live == 0);
+}
+
 namespace {
 std::vector<std::pair<LogLevel, std::string>> g_log;
 }

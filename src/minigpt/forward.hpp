@@ -329,7 +329,7 @@ Status Context::Impl::init() {
     par.n_threads = n_threads;
     spans = std::vector<Span>(static_cast<size_t>(n_threads));
 
-    bool ok = kcache.allocate(cache_elems * kv_es) && vcache.allocate(cache_elems * kv_es);
+    bool ok = kcache.allocate(cache_elems * kv_es, true) && vcache.allocate(cache_elems * kv_es, true);
     ok = ok && x.allocate(B * E) && xn.allocate(B * E) && q.allocate(B * Q) && k.allocate(B * KV) &&
          v.allocate(B * KV) && att.allocate(B * Q) && gate.allocate(B * F) && up.allocate(B * F) &&
          out.allocate(out_elems) && rope_cs.allocate(rope_elems) && qkv.allocate(qkv_elems) &&

@@ -592,7 +592,6 @@ private:
     const uint8_t* data_ = nullptr;
     size_t size_ = 0;
     bool mapped_ = false;
-    bool anon_ = false;  // data_ is an anonymous mapping of size_ bytes (read into 2 MiB pages)
     Buffer<uint8_t> owned_;
 #if defined(MINIGPT_WINDOWS)
     HANDLE mapping_ = nullptr;
@@ -609,14 +608,10 @@ inline void FileBytes::close() {
         munmap(const_cast<uint8_t*>(data_), size_);
 #endif
     }
-#if !defined(MINIGPT_WINDOWS)
-    if (anon_ && data_) munmap(const_cast<uint8_t*>(data_), size_);
-#endif
     owned_.release();
     data_ = nullptr;
     size_ = 0;
     mapped_ = false;
-    anon_ = false;
 }
 
 #if defined(MINIGPT_WINDOWS)
@@ -674,42 +669,6 @@ inline Status FileBytes::open(const std::string& path, bool use_mmap) {
     return Status();
 }
 #else
-// The weights in 2 MiB pages where the kernel has transparent huge pages
-// (madvise mode included): a product walks the page tables once per 4 KiB page
-// otherwise, and on the development machine a 700 MB model then generated
-// 21-23 instead of 36 tokens/s with one thread. The mapping starts at a 2 MiB
-// boundary (a reservation of n + 2 MiB, the rest given back) and is marked
-// MADV_HUGEPAGE. A file already in the page cache in small pages stays in
-// them; one read through such a mapping fills the cache with huge ones. For
-// fd < 0 the mapping is anonymous and writable. MAP_FAILED on failure.
-inline void* map_huge_aligned(size_t n, int fd) {
-    const int prot = fd < 0 ? PROT_READ | PROT_WRITE : PROT_READ;
-    const int flags = fd < 0 ? MAP_PRIVATE | MAP_ANONYMOUS : MAP_SHARED;
-#if defined(MADV_HUGEPAGE)
-    const size_t huge = size_t(2) << 20;
-    const long page_l = sysconf(_SC_PAGESIZE);
-    const size_t page = page_l > 0 ? static_cast<size_t>(page_l) : 4096;
-    if (n >= huge && n <= std::numeric_limits<size_t>::max() - 2 * huge && huge % page == 0) {
-        void* res = mmap(nullptr, n + huge, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
-        if (res != MAP_FAILED) {
-            const uintptr_t base = reinterpret_cast<uintptr_t>(res);
-            const uintptr_t at = (base + huge - 1) & ~static_cast<uintptr_t>(huge - 1);
-            void* p = mmap(reinterpret_cast<void*>(at), n, prot, flags | MAP_FIXED, fd, 0);
-            if (p == MAP_FAILED) {
-                munmap(res, n + huge);
-            } else {
-                const uintptr_t end = at + (n + page - 1) / page * page, res_end = base + n + huge;
-                if (at > base) munmap(res, at - base);
-                if (res_end > end) munmap(reinterpret_cast<void*>(end), res_end - end);
-                madvise(p, n, MADV_HUGEPAGE);  // advice only: its failure changes nothing
-                return p;
-            }
-        }
-    }
-#endif
-    return mmap(nullptr, n, prot, flags, fd, 0);
-}
-
 inline Status FileBytes::open(const std::string& path, bool use_mmap) {
     close();
     int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
@@ -733,39 +692,23 @@ inline Status FileBytes::open(const std::string& path, bool use_mmap) {
         mapped_ = true;
         return Status();
     }
-    // Read into memory: 2 MiB pages too, unless the host allocates (hooks or MINIGPT_MALLOC).
-    uint8_t* dst = nullptr;
-#if !defined(MINIGPT_MALLOC)
-    if (!hooks().alloc) {
-        void* p = map_huge_aligned(n, -1);
-        if (p != MAP_FAILED) {
-            dst = static_cast<uint8_t*>(p);
-            data_ = dst;
-            size_ = n;
-            anon_ = true;
-        }
-    }
-#endif
-    if (!dst) {
-        if (!owned_.allocate(n)) {
-            ::close(fd);
-            return error(StatusCode::out_of_memory, "%s: cannot allocate %zu bytes", path.c_str(), n);
-        }
-        dst = owned_.data();
+    if (!owned_.allocate(n, true)) {
+        ::close(fd);
+        return error(StatusCode::out_of_memory, "%s: cannot allocate %zu bytes", path.c_str(), n);
     }
     size_t done = 0;
     while (done < n) {
-        ssize_t got = ::read(fd, dst + done, n - done);
+        ssize_t got = ::read(fd, owned_.data() + done, n - done);
         if (got < 0 && errno == EINTR) continue;
         if (got <= 0) {
             ::close(fd);
-            close();
+            owned_.release();
             return error(StatusCode::io_error, "%s: read failed", path.c_str());
         }
         done += static_cast<size_t>(got);
     }
     ::close(fd);
-    data_ = dst;
+    data_ = owned_.data();
     size_ = n;
     return Status();
 }
