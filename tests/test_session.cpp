@@ -293,6 +293,14 @@ struct CountingAlloc {
 };
 CountingAlloc g_alloc;
 
+// Allocator hooks that count into g_alloc.
+Hooks counting_hooks() {
+    Hooks h;
+    h.alloc = [](void*, size_t n) { ++g_alloc.live; ++g_alloc.total; return std::malloc(n); };
+    h.free = [](void*, void* p) { if (p) { --g_alloc.live; std::free(p); } };
+    return h;
+}
+
 bool io_size(void* user, const char* path, uint64_t* size) {
     const std::string* bytes = static_cast<const std::string*>(user);
     if (std::string(path) != "virtual/stories.gguf") return false;
@@ -309,10 +317,7 @@ bool io_read(void* user, const char*, uint64_t off, void* dst, size_t n) {
 
 TEST_CASE("loading from memory and through host file I/O; the allocator hook") {
     const std::string bytes = test_util::read_file(test_util::data_path("models/stories260K.gguf"));
-    Hooks h;
-    h.alloc = [](void*, size_t n) { ++g_alloc.live; ++g_alloc.total; return std::malloc(n); };
-    h.free = [](void*, void* p) { if (p) { --g_alloc.live; std::free(p); } };
-    set_hooks(h);
+    set_hooks(counting_hooks());
     std::vector<std::vector<float>> logits;
     {
         std::shared_ptr<Model> from_mem, from_io;
@@ -355,11 +360,8 @@ TEST_CASE("large buffers in 2 MiB pages, and through the allocator hook when the
         detail::Buffer<uint8_t> moved(std::move(b));
         CHECK(moved.size() == 100);
     }
-    Hooks h;
-    h.alloc = [](void*, size_t m) { ++g_alloc.live; ++g_alloc.total; return std::malloc(m); };
-    h.free = [](void*, void* p) { if (p) { --g_alloc.live; std::free(p); } };
     const long before = g_alloc.total;
-    set_hooks(h);
+    set_hooks(counting_hooks());
     {
         detail::Buffer<uint8_t> b;
         REQUIRE(b.allocate(n, true));

@@ -104,10 +104,16 @@ inline Status guard(const char* what, F&& f) {
 #endif
 }
 
+// The host's allocator hooks take the large buffers when both are set.
+inline bool hooks_allocate() {
+    const Hooks& h = hooks();
+    return h.alloc && h.free;
+}
+
 // Large buffers (KV cache, scratch) go through MINIGPT_MALLOC when it is defined.
 inline void* raw_alloc(size_t n) {
     const Hooks& h = hooks();
-    if (h.alloc && h.free) return h.alloc(h.alloc_user, n);
+    if (hooks_allocate()) return h.alloc(h.alloc_user, n);
 #if defined(MINIGPT_MALLOC)
     return MINIGPT_MALLOC(n);
 #else
@@ -116,7 +122,7 @@ inline void* raw_alloc(size_t n) {
 }
 inline void raw_free(void* p) {
     const Hooks& h = hooks();
-    if (h.alloc && h.free) {
+    if (hooks_allocate()) {
         h.free(h.alloc_user, p);
         return;
     }
@@ -186,7 +192,7 @@ public:
         if (n == 0) return true;
         if (n > (std::numeric_limits<size_t>::max() - 64) / sizeof(T)) return false;
 #if !defined(MINIGPT_WINDOWS) && !defined(MINIGPT_MALLOC)
-        if (huge && n * sizeof(T) >= (size_t(2) << 20) && !(hooks().alloc && hooks().free)) {
+        if (huge && n * sizeof(T) >= (size_t(2) << 20) && !hooks_allocate()) {
             void* p = map_huge_aligned(n * sizeof(T), -1);
             if (p != MAP_FAILED) {
                 raw_ = p;
@@ -207,13 +213,13 @@ public:
         return true;
     }
     void release() {
+        if (map_bytes_) {
 #if !defined(MINIGPT_WINDOWS)
-        if (raw_ && map_bytes_) {
             munmap(raw_, map_bytes_);
-            raw_ = nullptr;
-        }
 #endif
-        if (raw_) raw_free(raw_);
+        } else if (raw_) {
+            raw_free(raw_);
+        }
         raw_ = nullptr;
         map_bytes_ = 0;
         data_ = nullptr;

@@ -507,24 +507,14 @@ inline __m512 pair_scales(const Block* x) {
     return _mm512_maskz_cvtph_ps(__mmask16(0xFFFF), _mm512_maskz_extracti64x4_epi64(__mmask8(0xF), _mm512_permutexvar_epi16(idx, v), 0));
 }
 
+// The bytes of blocks x0 (lanes 0..7) and x1 (lanes 8..15); a half pair passes
+// its block twice.
 template <class Block>
-inline __m512i pair_bytes_u8(const Block* x) {
+inline __m512i pair_bytes_u8(const Block* x0, const Block* x1) {
     if constexpr (sizeof(Block) == sizeof(BlockQ4_0)) {
-        return nibbles2_q4_0(x[0].qs, x[1].qs);
+        return nibbles2_q4_0(x0->qs, x1->qs);
     } else {
-        return _mm512_xor_si512(join(load_q8(x[0].qs), load_q8(x[1].qs)), _mm512_set1_epi8(static_cast<char>(0x80)));
-    }
-}
-
-// The last block of a row alone, as pair_bytes_u8 places it (and again in the
-// upper half, which meets zero activations).
-template <class Block>
-inline __m512i half_pair_bytes_u8(const Block* x) {
-    if constexpr (sizeof(Block) == sizeof(BlockQ4_0)) {
-        return nibbles2_q4_0(x->qs, x->qs);
-    } else {
-        const __m256i b = load_q8(x->qs);
-        return _mm512_xor_si512(join(b, b), _mm512_set1_epi8(static_cast<char>(0x80)));
+        return _mm512_xor_si512(join(load_q8(x0->qs), load_q8(x1->qs)), _mm512_set1_epi8(static_cast<char>(0x80)));
     }
 }
 
@@ -553,7 +543,7 @@ inline void matvec_q_pairs(int64_t n, const uint8_t* w, size_t ws, int64_t r0, i
             // Block pair p of the row into an accumulator (two accumulators
             // alternate, so that consecutive pairs do not wait on each other).
             auto pair = [&](int64_t p, __m512 acc) {
-                const __m512i i = _mm512_dpbusd_epi32(start[p], pair_bytes_u8(x + 2 * p), act[p]);
+                const __m512i i = _mm512_dpbusd_epi32(start[p], pair_bytes_u8(x + 2 * p, x + 2 * p + 1), act[p]);
                 const __m512 d = _mm512_mul_ps(da[p], pair_scales(x + 2 * p));
                 return _mm512_fmadd_ps(d, _mm512_maskz_cvtepi32_ps(__mmask16(0xFFFF), i), acc);
             };
@@ -565,7 +555,7 @@ inline void matvec_q_pairs(int64_t n, const uint8_t* w, size_t ws, int64_t r0, i
             }
             if (p < pairs) acc0 = pair(p, acc0);
             if (odd) {
-                const __m512i i = _mm512_dpbusd_epi32(start[pairs], half_pair_bytes_u8(x + 2 * pairs), act[pairs]);
+                const __m512i i = _mm512_dpbusd_epi32(start[pairs], pair_bytes_u8(x + 2 * pairs, x + 2 * pairs), act[pairs]);
                 const __m512 d = _mm512_mul_ps(da[pairs], _mm512_set1_ps(avx2::h2f(x[2 * pairs].d)));
                 acc1 = _mm512_fmadd_ps(d, _mm512_maskz_cvtepi32_ps(__mmask16(0xFFFF), i), acc1);
             }
