@@ -4043,12 +4043,14 @@ inline void dot4_q(int64_t n, const uint8_t* w, size_t ws, const BlockQ8_0* y, f
     }
 }
 
-// Q8_0 / Q4_0 weight rows against one Q8_0 activation row, two blocks per
-// step. What depends only on the activation is computed once for all rows:
-// its 64 bytes per pair of blocks, the two scales, and a correction that the
-// integer dot product starts from. The weight bytes enter vpdpbusd unsigned:
-// Q4_0 nibbles q are, and (q - 8) * a = q * a - 8 * a; Q8_0 bytes get their
-// sign bit flipped, and (w + 128) * a = w * a + 128 * a. The -8a or -128a of
+// Q8_0 / Q5_0 / Q4_0 weight rows against one Q8_0 activation row, two
+// blocks per step. What depends only on the activation is computed once for
+// all rows: its 64 bytes per pair of blocks, the two scales, and a correction
+// that the integer dot product starts from. The weight bytes enter vpdpbusd
+// unsigned: Q4_0 nibbles q are, and (q - 8) * a = q * a - 8 * a; so are Q5_0
+// codes (a nibble plus 16 where the block's 32 high bits have a one, one bit
+// per byte: a byte-masked add), with (q - 16) * a; Q8_0 bytes get their sign
+// bit flipped, and (w + 128) * a = w * a + 128 * a. The -8a, -16a or -128a of
 // each 4-byte lane is the starting value. The weight scales of a pair are
 // spread over lanes 0..7 and 8..15 by one word permute of a masked load.
 // An odd number of blocks ends in a half pair: the block's bytes twice against
@@ -4069,8 +4071,14 @@ inline __m512 pair_scales(const Block* x) {
 // its block twice.
 template <class Block>
 inline __m512i pair_bytes_u8(const Block* x0, const Block* x1) {
-    if constexpr (sizeof(Block) == sizeof(BlockQ4_0)) {
+    if constexpr (std::is_same_v<Block, BlockQ4_0>) {
         return nibbles2_q4_0(x0->qs, x1->qs);
+    } else if constexpr (std::is_same_v<Block, BlockQ5_0>) {
+        uint32_t h0, h1;
+        std::memcpy(&h0, x0->qh, 4);
+        std::memcpy(&h1, x1->qh, 4);
+        const __m512i lo = nibbles2_q4_0(x0->qs, x1->qs);
+        return _mm512_mask_add_epi8(lo, _cvtu64_mask64(uint64_t(h0) | uint64_t(h1) << 32), lo, _mm512_set1_epi8(16));
     } else {
         return _mm512_xor_si512(join(load_q8(x0->qs), load_q8(x1->qs)), _mm512_set1_epi8(static_cast<char>(0x80)));
     }
@@ -4079,15 +4087,15 @@ inline __m512i pair_bytes_u8(const Block* x0, const Block* x1) {
 template <class Block>
 inline void matvec_q_pairs(int64_t n, const uint8_t* w, size_t ws, int64_t r0, int64_t r1, const BlockQ8_0* y,
                            float* out, int64_t ahead_end) {
-    constexpr bool q4 = sizeof(Block) == sizeof(BlockQ4_0);
-    const Type wt = q4 ? Type::Q4_0 : Type::Q8_0;
+    constexpr bool q4 = std::is_same_v<Block, BlockQ4_0>, q5 = std::is_same_v<Block, BlockQ5_0>;
+    const Type wt = q4 ? Type::Q4_0 : q5 ? Type::Q5_0 : Type::Q8_0;
     VecDotFn dot = vec_dot_fn(wt);
 #if defined(__AVX512VNNI__)  // (unsigned bytes up to 255 would saturate maddubs)
     const int64_t nb = n / 32, pairs = nb / 2, odd = nb % 2;
     if (pairs + odd <= kPairs) {
         __m512i act[kPairs], start[kPairs];
         __m512 da[kPairs];
-        const __m512i offset = _mm512_set1_epi8(q4 ? 8 : static_cast<char>(0x80));
+        const __m512i offset = _mm512_set1_epi8(q4 ? 8 : q5 ? 16 : static_cast<char>(0x80));
         for (int64_t p = 0; p < pairs + odd; ++p) {
             const bool half = p == pairs;
             act[p] = join(load_q8(y[2 * p].qs), half ? _mm256_setzero_si256() : load_q8(y[2 * p + 1].qs));
@@ -4132,10 +4140,11 @@ inline void matmul_rows(Type wt, const void* W, size_t w_row_bytes, int64_t n, i
     // One activation row: row by row (one stream through memory reads at full
     // bandwidth; four interleaved rows do not). Several: four rows share each
     // activation load.
-    if (m == 1 && (wt == Type::Q4_0 || wt == Type::Q8_0)) {
+    if (m == 1 && (wt == Type::Q4_0 || wt == Type::Q5_0 || wt == Type::Q8_0)) {
         const uint8_t* w = static_cast<const uint8_t*>(W);
         const BlockQ8_0* a = static_cast<const BlockQ8_0*>(A);
         if (wt == Type::Q4_0) matvec_q_pairs<BlockQ4_0>(n, w, w_row_bytes, r0, r1, a, Y, ahead_end);
+        else if (wt == Type::Q5_0) matvec_q_pairs<BlockQ5_0>(n, w, w_row_bytes, r0, r1, a, Y, ahead_end);
         else matvec_q_pairs<BlockQ8_0>(n, w, w_row_bytes, r0, r1, a, Y, ahead_end);
         return;
     }
