@@ -3,7 +3,8 @@
 # The full test run of minigpt.hpp (what CI runs):
 #   1. minigpt.hpp matches its parts; meson.build lists every test/example/benchmark;
 #      the example in README.md compiles; the implementation compiles without
-#      warnings for AVX-512 without VNNI/BF16 and for AVX2 (g++ and clang++)
+#      warnings for AVX-512 without VNNI/BF16 and for AVX2 (g++ and clang++);
+#      the kernel tests pass when built for AVX-512 VNNI without VBMI/BF16
 #   2. CMake + Ninja, g++, Release, -Werror: build everything, ctest; minigpt-generate
 #      --temp 0 on stories260K reproduces the reference greedy text
 #   3. CMake + clang++ with AddressSanitizer + UndefinedBehaviorSanitizer: tests
@@ -156,6 +157,16 @@ stage_consistency() {
         done
     done
 
+    # AVX-512 with VNNI but without VBMI and BF16 (Cascade Lake) is a subset of
+    # this machine's instruction set: the kernel tests built for it run here and
+    # test the paths a native build never takes (the one-row Q4_0/Q5_0 product
+    # then loads a pair of blocks in parts; the BF16 products convert).
+    if grep -qw avx512_vnni /proc/cpuinfo; then
+        check "test_kernels:cascadelake" kernels_for_isa -march=cascadelake || bad=1
+    else
+        echo "note: this CPU has no AVX-512 VNNI, so the Cascade Lake kernel tests do not run here" >&2
+    fi
+
     local hv mv
     hv="$(sed -nE 's/^#define MINIGPT_VERSION_STRING "([^"]+)".*/\1/p' minigpt.hpp)"
     mv="$(sed -nE "s/^ *version: '([^']+)'.*/\1/p" meson.build | head -1)"
@@ -167,6 +178,12 @@ stage_consistency() {
         bad=1
     fi
     return "$bad"
+}
+
+# Builds tests/test_kernels.cpp for the instruction set given by the flags and runs it.
+kernels_for_isa() {
+    local exe="$BUILD/test_kernels${1//[^a-z0-9]/_}"
+    g++ -std=c++17 -O1 "$@" -Wall -Wextra -Werror -I"$ROOT" tests/test_kernels.cpp -o "$exe" -lpthread && "$exe"
 }
 
 # The greedy continuation printed by minigpt-generate must be a prefix of the

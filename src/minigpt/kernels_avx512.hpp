@@ -494,37 +494,94 @@ inline void dot4_q(int64_t n, const uint8_t* w, size_t ws, const BlockQ8_0* y, f
 // per byte: a byte-masked add), with (q - 16) * a; Q8_0 bytes get their sign
 // bit flipped, and (w + 128) * a = w * a + 128 * a. The -8a, -16a or -128a of
 // each 4-byte lane is the starting value. The weight scales of a pair are
-// spread over lanes 0..7 and 8..15 by one word permute of a masked load.
-// An odd number of blocks ends in a half pair: the block's bytes twice against
-// the activation block and zeros, its scale in lanes 0..7 and zeros above.
+// spread over lanes 0..7 and 8..15 by one word permute.
+// An odd number of blocks ends in a half pair: the block against the
+// activation block and zeros, its scale in lanes 0..7 and zeros above.
 // Rows longer than kPairs * 64 values use the vec_dot kernels.
 inline constexpr int64_t kPairs = 64;  // (inline: only VNNI builds read it)
 
+// The scales of the pair at v (words 0 and sizeof(Block) / 2) over lanes
+// 0..7 and 8..15.
 template <class Block>
-inline __m512 pair_scales(const Block* x) {
+inline __m512 pair_scales_of(__m512i v) {
     constexpr unsigned w1 = sizeof(Block) / 2;  // word index of the second scale
     static_assert(sizeof(Block) % 2 == 0 && w1 < 32, "two scales within 64 bytes");
-    const __m512i v = _mm512_maskz_loadu_epi16(__mmask32(1u | (1u << w1)), x);
     const __m512i idx = _mm512_mask_blend_epi16(__mmask32(0xFF00), _mm512_setzero_si512(), _mm512_set1_epi16(w1));
     return _mm512_maskz_cvtph_ps(__mmask16(0xFFFF), _mm512_maskz_extracti64x4_epi64(__mmask8(0xF), _mm512_permutexvar_epi16(idx, v), 0));
 }
 
-// The bytes of blocks x0 (lanes 0..7) and x1 (lanes 8..15); a half pair passes
-// its block twice.
-template <class Block>
-inline __m512i pair_bytes_u8(const Block* x0, const Block* x1) {
-    if constexpr (std::is_same_v<Block, BlockQ4_0>) {
-        return nibbles2_q4_0(x0->qs, x1->qs);
-    } else if constexpr (std::is_same_v<Block, BlockQ5_0>) {
-        uint32_t h0, h1;
-        std::memcpy(&h0, x0->qh, 4);
-        std::memcpy(&h1, x1->qh, 4);
-        const __m512i lo = nibbles2_q4_0(x0->qs, x1->qs);
-        return _mm512_mask_add_epi8(lo, _cvtu64_mask64(uint64_t(h0) | uint64_t(h1) << 32), lo, _mm512_set1_epi8(16));
-    } else {
-        return _mm512_xor_si512(join(load_q8(x0->qs), load_q8(x1->qs)), _mm512_set1_epi8(static_cast<char>(0x80)));
+// One pair of weight blocks (or a half pair: the block alone) as the kernel
+// reads it: codes() gives the unsigned bytes of the first block in lanes 0..7
+// and of the second in lanes 8..15, scales() the two scales (zero above lane
+// 7 for a half pair, where the activation is zero too).
+//
+// A Q4_0 / Q5_0 pair, 36 / 44 bytes, is one masked load when the CPU has
+// byte permutes (VBMI): one vpermb puts each block's 16 nibble bytes in two
+// 128-bit lanes, a shift of the second lane by 4 and a mask of 0x0F make
+// them the codes in element order, and the scales come from the same
+// register. The masked load reads no byte past the pair (or the block).
+// Otherwise, and for Q8_0 (68 bytes), the blocks' parts are loaded apart.
+template <class Block, bool half>
+struct PairReader {
+    static constexpr bool q8 = std::is_same_v<Block, BlockQ8_0>, q5 = std::is_same_v<Block, BlockQ5_0>;
+#if defined(__AVX512VBMI__)
+    static constexpr bool one_load = !q8;
+#else
+    static constexpr bool one_load = false;
+#endif
+    const Block* x;
+    __m512i v;  // the pair's bytes (one_load)
+
+    explicit PairReader(const Block* x_) : x(x_) {
+        if constexpr (one_load) {
+            const unsigned n = (half ? 1 : 2) * sizeof(Block);
+            v = _mm512_maskz_loadu_epi8(__mmask64((uint64_t(1) << n) - 1), x);
+        } else {
+            v = _mm512_setzero_si512();
+        }
     }
-}
+
+    __m512i codes() const {
+        const Block* x1 = half ? x : x + 1;
+        if constexpr (q8) {
+            return _mm512_xor_si512(join(load_q8(x->qs), load_q8(x1->qs)), _mm512_set1_epi8(static_cast<char>(0x80)));
+        } else {
+            __m512i lo;
+            if constexpr (one_load) {
+                constexpr unsigned q0 = offsetof(Block, qs), q1 = sizeof(Block) + q0;
+                alignas(64) static constexpr uint8_t idx[64] = {
+#define MINIGPT_IDX16(b) b, b + 1, b + 2, b + 3, b + 4, b + 5, b + 6, b + 7, b + 8, b + 9, b + 10, b + 11, b + 12, b + 13, b + 14, b + 15
+                    MINIGPT_IDX16(q0), MINIGPT_IDX16(q0), MINIGPT_IDX16(q1), MINIGPT_IDX16(q1)
+#undef MINIGPT_IDX16
+                };
+                // (zero-masking forms: see exp16)
+                const __m512i bytes = _mm512_maskz_permutexvar_epi8(~__mmask64(0), _mm512_load_si512(idx), v);
+                lo = _mm512_and_si512(_mm512_maskz_srlv_epi64(__mmask8(0xFF), bytes, _mm512_set_epi64(4, 4, 0, 0, 4, 4, 0, 0)), _mm512_set1_epi8(0x0F));
+            } else {
+                lo = nibbles2_q4_0(x->qs, x1->qs);
+            }
+            if constexpr (!q5) {
+                return lo;
+            } else {
+                uint32_t h0, h1 = 0;
+                std::memcpy(&h0, x->qh, 4);
+                if constexpr (!half) std::memcpy(&h1, x1->qh, 4);
+                return _mm512_mask_add_epi8(lo, __mmask64(uint64_t(h0) | uint64_t(h1) << 32), lo, _mm512_set1_epi8(16));
+            }
+        }
+    }
+
+    __m512 scales() const {
+        if constexpr (half) {
+            return _mm512_maskz_mov_ps(__mmask16(0x00FF), _mm512_set1_ps(avx2::h2f(x->d)));
+        } else if constexpr (one_load) {
+            return pair_scales_of<Block>(v);
+        } else {
+            constexpr unsigned w1 = sizeof(Block) / 2;
+            return pair_scales_of<Block>(_mm512_maskz_loadu_epi16(__mmask32(1u | (1u << w1)), x));
+        }
+    }
+};
 
 template <class Block>
 inline void matvec_q_pairs(int64_t n, const uint8_t* w, size_t ws, int64_t r0, int64_t r1, const BlockQ8_0* y,
@@ -550,23 +607,20 @@ inline void matvec_q_pairs(int64_t n, const uint8_t* w, size_t ws, int64_t r0, i
             const Block* x = reinterpret_cast<const Block*>(w + static_cast<size_t>(r) * ws);
             // Block pair p of the row into an accumulator (two accumulators
             // alternate, so that consecutive pairs do not wait on each other).
-            auto pair = [&](int64_t p, __m512 acc) {
-                const __m512i i = _mm512_dpbusd_epi32(start[p], pair_bytes_u8(x + 2 * p, x + 2 * p + 1), act[p]);
-                const __m512 d = _mm512_mul_ps(da[p], pair_scales(x + 2 * p));
+            auto pair = [&](int64_t p, __m512 acc, auto half) {
+                const PairReader<Block, decltype(half)::value> pr(x + 2 * p);
+                const __m512i i = _mm512_dpbusd_epi32(start[p], pr.codes(), act[p]);
+                const __m512 d = _mm512_mul_ps(da[p], pr.scales());
                 return _mm512_fmadd_ps(d, _mm512_maskz_cvtepi32_ps(__mmask16(0xFFFF), i), acc);
             };
             __m512 acc0 = _mm512_setzero_ps(), acc1 = _mm512_setzero_ps();
             int64_t p = 0;
             for (; p + 2 <= pairs; p += 2) {
-                acc0 = pair(p, acc0);
-                acc1 = pair(p + 1, acc1);
+                acc0 = pair(p, acc0, std::false_type());
+                acc1 = pair(p + 1, acc1, std::false_type());
             }
-            if (p < pairs) acc0 = pair(p, acc0);
-            if (odd) {
-                const __m512i i = _mm512_dpbusd_epi32(start[pairs], pair_bytes_u8(x + 2 * pairs, x + 2 * pairs), act[pairs]);
-                const __m512 d = _mm512_mul_ps(da[pairs], _mm512_set1_ps(avx2::h2f(x[2 * pairs].d)));
-                acc1 = _mm512_fmadd_ps(d, _mm512_maskz_cvtepi32_ps(__mmask16(0xFFFF), i), acc1);
-            }
+            if (p < pairs) acc0 = pair(p, acc0, std::false_type());
+            if (odd) acc1 = pair(pairs, acc1, std::true_type());
             out[r] = hsum(_mm512_add_ps(acc0, acc1));
         }
         return;
