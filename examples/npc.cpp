@@ -40,11 +40,15 @@ struct Game {
     int n_predict = 48;
     uint64_t seed = 1;
     int near = -1;  // the NPC the player stands next to
+    // The last frame whose input has been handled. A reply asked for in frame
+    // f starts once frame f's input is done, so a command later in the same
+    // frame (walking away at once) always finds the NPC busy.
+    std::atomic<int> input_done{-1};
 };
 
-// Starts a reply on a worker thread. With `json`, the reply is constrained to
-// {"action": "...", "line": "..."}.
-void start_reply(Game& g, int who, const std::string& player_line, bool json) {
+// Starts a reply on a worker thread, asked for in `frame`. With `json`, the
+// reply is constrained to {"action": "...", "line": "..."}.
+void start_reply(Game& g, int who, const std::string& player_line, bool json, int frame) {
     Npc& n = *g.npcs[static_cast<size_t>(who)];
     if (n.busy.load()) return;
     if (n.worker.joinable()) n.worker.join();
@@ -57,7 +61,8 @@ void start_reply(Game& g, int who, const std::string& player_line, bool json) {
     }
     const std::string prompt = n.persona + " The traveler said: \"" + player_line + "\" " + n.name + " answered:";
     const uint64_t seed = g.seed++;
-    n.worker = std::thread([&g, &n, prompt, seed, json] {
+    n.worker = std::thread([&g, &n, prompt, seed, json, frame] {
+        while (g.input_done.load() < frame && !n.cancel.load()) std::this_thread::sleep_for(std::chrono::microseconds(100));
         minigpt::SamplerParams sp;
         sp.temperature = 0.8f;
         sp.seed = seed;
@@ -70,7 +75,7 @@ void start_reply(Game& g, int who, const std::string& player_line, bool json) {
         minigpt::GenerateParams gp;
         gp.n_predict = json ? 160 : g.n_predict;
         if (!json) gp.stop = {"\n", "The traveler"};
-        if (st) {
+        if (st && !n.cancel.load()) {
             st = minigpt::generate(*n.ctx, sampler, toks, gp, [&n](std::string_view s) {
                 std::lock_guard<std::mutex> lock(n.mu);
                 n.said.append(s.data(), s.size());
@@ -124,7 +129,7 @@ bool command(Game& g, const std::string& line, int frame) {
         g.near = i;
         std::printf("[frame %4d] player to %s: %s%s\n", frame, g.npcs[static_cast<size_t>(i)]->name.c_str(),
                     text.c_str(), verb == "json" ? " (asks for a JSON action)" : "");
-        start_reply(g, i, text, verb == "json");
+        start_reply(g, i, text, verb == "json", frame);
         return true;
     }
     std::printf("commands: talk <npc> <text> | json <npc> [text] | leave | quit\n");
@@ -219,6 +224,7 @@ int main(int argc, char** argv) {
             running = command(g, line, frame);
             deadline = Clock::now();
         }
+        g.input_done = frame;
         // Frame: report what each NPC has said since the last frame.
         for (size_t i = 0; i < g.npcs.size(); ++i) {
             std::string s = snapshot(*g.npcs[i]);
