@@ -4043,45 +4043,50 @@ inline void dot4_q(int64_t n, const uint8_t* w, size_t ws, const BlockQ8_0* y, f
     }
 }
 
-// Q8_0 / Q5_0 / Q4_0 weight rows against one Q8_0 activation row, two
-// blocks per step. What depends only on the activation is computed once for
-// all rows: its 64 bytes per pair of blocks, the two scales, and a correction
-// that the integer dot product starts from. The weight bytes enter vpdpbusd
-// unsigned: Q4_0 nibbles q are, and (q - 8) * a = q * a - 8 * a; so are Q5_0
-// codes (a nibble plus 16 where the block's 32 high bits have a one, one bit
-// per byte: a byte-masked add), with (q - 16) * a; Q8_0 bytes get their sign
-// bit flipped, and (w + 128) * a = w * a + 128 * a. The -8a, -16a or -128a of
-// each 4-byte lane is the starting value. The weight scales of a pair are
-// spread over lanes 0..7 and 8..15 by one word permute.
-// An odd number of blocks ends in a half pair: the block against the
+// Q8_0 / Q5_0 / Q4_0 weight rows against one Q8_0 activation row, and Q4_1 /
+// Q5_1 rows against one Q8_1 row, two blocks per step. What depends only on
+// the activation is computed once for all rows: its 64 bytes per pair of
+// blocks, the two scales, and a correction that the integer dot product
+// starts from. The weight bytes enter vpdpbusd unsigned: Q4_0 nibbles q are,
+// and (q - 8) * a = q * a - 8 * a; so are Q5_0 codes (a nibble plus 16 where
+// the block's 32 high bits have a one, one bit per byte: a byte-masked add),
+// with (q - 16) * a; Q8_0 bytes get their sign bit flipped, and
+// (w + 128) * a = w * a + 128 * a. The -8a, -16a or -128a of each 4-byte lane
+// is the starting value. Q4_1 / Q5_1 codes need no correction: their value is
+// d * q + m, so a block adds d * da * sum(q * a) + m * s, with s = da * sum(a)
+// from the Q8_1 block, m * s / 8 in each of its 8 lanes. The weight scales
+// (and minima) of a pair are spread over lanes 0..7 and 8..15 by one word
+// permute. An odd number of blocks ends in a half pair: the block against the
 // activation block and zeros, its scale in lanes 0..7 and zeros above.
 // Rows longer than kPairs * 64 values use the vec_dot kernels.
 inline constexpr int64_t kPairs = 64;  // (inline: only VNNI builds read it)
 
-// The scales of the pair at v (words 0 and sizeof(Block) / 2) over lanes
-// 0..7 and 8..15.
-template <class Block>
-inline __m512 pair_scales_of(__m512i v) {
-    constexpr unsigned w1 = sizeof(Block) / 2;  // word index of the second scale
-    static_assert(sizeof(Block) % 2 == 0 && w1 < 32, "two scales within 64 bytes");
-    const __m512i idx = _mm512_mask_blend_epi16(__mmask32(0xFF00), _mm512_setzero_si512(), _mm512_set1_epi16(w1));
+// Words k and sizeof(Block) / 2 + k of v (the scales of a pair at v for k = 0,
+// the minima for k = 1) over lanes 0..7 and 8..15.
+template <class Block, unsigned k>
+inline __m512 pair_halves_of(__m512i v) {
+    constexpr unsigned w1 = sizeof(Block) / 2 + k;  // word index in the second block
+    static_assert(sizeof(Block) % 2 == 0 && w1 < 32, "both words within 64 bytes");
+    const __m512i idx = _mm512_mask_blend_epi16(__mmask32(0xFF00), _mm512_set1_epi16(k), _mm512_set1_epi16(w1));
     return _mm512_maskz_cvtph_ps(__mmask16(0xFFFF), _mm512_maskz_extracti64x4_epi64(__mmask8(0xF), _mm512_permutexvar_epi16(idx, v), 0));
 }
 
 // One pair of weight blocks (or a half pair: the block alone) as the kernel
 // reads it: codes() gives the unsigned bytes of the first block in lanes 0..7
-// and of the second in lanes 8..15, scales() the two scales (zero above lane
-// 7 for a half pair, where the activation is zero too).
+// and of the second in lanes 8..15, scales() and mins() the two scales and
+// minima (zero above lane 7 for a half pair, where the activation is zero
+// too).
 //
-// A Q4_0 / Q5_0 pair, 36 / 44 bytes, is one masked load when the CPU has
-// byte permutes (VBMI): one vpermb puts each block's 16 nibble bytes in two
-// 128-bit lanes, a shift of the second lane by 4 and a mask of 0x0F make
-// them the codes in element order, and the scales come from the same
+// A pair of 4- or 5-bit blocks (36 to 48 bytes) is one masked load when the
+// CPU has byte permutes (VBMI): one vpermb puts each block's 16 nibble bytes
+// in two 128-bit lanes, a shift of the second lane by 4 and a mask of 0x0F
+// make them the codes in element order, and the scales come from the same
 // register. The masked load reads no byte past the pair (or the block).
 // Otherwise, and for Q8_0 (68 bytes), the blocks' parts are loaded apart.
 template <class Block, bool half>
 struct PairReader {
-    static constexpr bool q8 = std::is_same_v<Block, BlockQ8_0>, q5 = std::is_same_v<Block, BlockQ5_0>;
+    static constexpr bool q8 = std::is_same_v<Block, BlockQ8_0>;
+    static constexpr bool q5 = std::is_same_v<Block, BlockQ5_0> || std::is_same_v<Block, BlockQ5_1>;
 #if defined(__AVX512VBMI__)
     static constexpr bool one_load = !q8;
 #else
@@ -4129,35 +4134,50 @@ struct PairReader {
         }
     }
 
-    __m512 scales() const {
+    // Words k of the two blocks (k = 0: the scales, 1: the minima).
+    template <unsigned k>
+    __m512 halves() const {
         if constexpr (half) {
-            return _mm512_maskz_mov_ps(__mmask16(0x00FF), _mm512_set1_ps(avx2::h2f(x->d)));
+            uint16_t h;
+            std::memcpy(&h, reinterpret_cast<const uint16_t*>(x) + k, 2);
+            return _mm512_maskz_mov_ps(__mmask16(0x00FF), _mm512_set1_ps(avx2::h2f(h)));
         } else if constexpr (one_load) {
-            return pair_scales_of<Block>(v);
+            return pair_halves_of<Block, k>(v);
         } else {
-            constexpr unsigned w1 = sizeof(Block) / 2;
-            return pair_scales_of<Block>(_mm512_maskz_loadu_epi16(__mmask32(1u | (1u << w1)), x));
+            constexpr unsigned w1 = sizeof(Block) / 2 + k;
+            return pair_halves_of<Block, k>(_mm512_maskz_loadu_epi16(__mmask32((1u << k) | (1u << w1)), x));
         }
     }
+    __m512 scales() const { return halves<0>(); }
+    __m512 mins() const { return halves<1>(); }
 };
 
+template <class Block> inline constexpr Type kPairType = Type::Q8_0;
+template <> inline constexpr Type kPairType<BlockQ4_0> = Type::Q4_0;
+template <> inline constexpr Type kPairType<BlockQ5_0> = Type::Q5_0;
+template <> inline constexpr Type kPairType<BlockQ4_1> = Type::Q4_1;
+template <> inline constexpr Type kPairType<BlockQ5_1> = Type::Q5_1;
+
 template <class Block>
-inline void matvec_q_pairs(int64_t n, const uint8_t* w, size_t ws, int64_t r0, int64_t r1, const BlockQ8_0* y,
+inline void matvec_q_pairs(int64_t n, const uint8_t* w, size_t ws, int64_t r0, int64_t r1, const void* a,
                            float* out, int64_t ahead_end) {
-    constexpr bool q4 = std::is_same_v<Block, BlockQ4_0>, q5 = std::is_same_v<Block, BlockQ5_0>;
-    const Type wt = q4 ? Type::Q4_0 : q5 ? Type::Q5_0 : Type::Q8_0;
+    constexpr Type wt = kPairType<Block>;
+    constexpr bool with_min = wt == Type::Q4_1 || wt == Type::Q5_1;
+    using ActBlock = std::conditional_t<with_min, BlockQ8_1, BlockQ8_0>;
     VecDotFn dot = vec_dot_fn(wt);
 #if defined(__AVX512VNNI__)  // (unsigned bytes up to 255 would saturate maddubs)
+    const ActBlock* y = static_cast<const ActBlock*>(a);
     const int64_t nb = n / 32, pairs = nb / 2, odd = nb % 2;
     if (pairs + odd <= kPairs) {
         __m512i act[kPairs], start[kPairs];
-        __m512 da[kPairs];
-        const __m512i offset = _mm512_set1_epi8(q4 ? 8 : q5 ? 16 : static_cast<char>(0x80));
+        __m512 da[kPairs], sa[with_min ? kPairs : 1];
+        const char offset = wt == Type::Q4_0 ? 8 : wt == Type::Q5_0 ? 16 : wt == Type::Q8_0 ? static_cast<char>(0x80) : 0;
         for (int64_t p = 0; p < pairs + odd; ++p) {
             const bool half = p == pairs;
             act[p] = join(load_q8(y[2 * p].qs), half ? _mm256_setzero_si256() : load_q8(y[2 * p + 1].qs));
-            start[p] = _mm512_sub_epi32(_mm512_setzero_si512(), dot_u8s8(offset, act[p]));
+            start[p] = _mm512_sub_epi32(_mm512_setzero_si512(), dot_u8s8(_mm512_set1_epi8(offset), act[p]));
             da[p] = scales2(avx2::h2f(y[2 * p].d), half ? 0.0f : avx2::h2f(y[2 * p + 1].d));
+            if constexpr (with_min) sa[p] = scales2(avx2::h2f(y[2 * p].s) / 8, half ? 0.0f : avx2::h2f(y[2 * p + 1].s) / 8);
         }
         RowPrefetch pf(w, ws, r0, r1, ahead_end, prefetch_pays(wt));
         for (int64_t r = r0; r < r1; ++r) {
@@ -4169,7 +4189,9 @@ inline void matvec_q_pairs(int64_t n, const uint8_t* w, size_t ws, int64_t r0, i
                 const PairReader<Block, decltype(half)::value> pr(x + 2 * p);
                 const __m512i i = _mm512_dpbusd_epi32(start[p], pr.codes(), act[p]);
                 const __m512 d = _mm512_mul_ps(da[p], pr.scales());
-                return _mm512_fmadd_ps(d, _mm512_maskz_cvtepi32_ps(__mmask16(0xFFFF), i), acc);
+                acc = _mm512_fmadd_ps(d, _mm512_maskz_cvtepi32_ps(__mmask16(0xFFFF), i), acc);
+                if constexpr (with_min) acc = _mm512_fmadd_ps(pr.mins(), sa[p], acc);
+                return acc;
             };
             __m512 acc0 = _mm512_setzero_ps(), acc1 = _mm512_setzero_ps();
             int64_t p = 0;
@@ -4184,7 +4206,7 @@ inline void matvec_q_pairs(int64_t n, const uint8_t* w, size_t ws, int64_t r0, i
         return;
     }
 #endif
-    matmul_rows_generic(dot, w, ws, n, r0, r1, y, 0, 1, out, 0, prefetch_pays(wt), ahead_end);
+    matmul_rows_generic(dot, w, ws, n, r0, r1, a, 0, 1, out, 0, prefetch_pays(wt), ahead_end);
 }
 
 inline void matmul_rows(Type wt, const void* W, size_t w_row_bytes, int64_t n, int64_t r0, int64_t r1,
@@ -4194,12 +4216,13 @@ inline void matmul_rows(Type wt, const void* W, size_t w_row_bytes, int64_t n, i
     // One activation row: row by row (one stream through memory reads at full
     // bandwidth; four interleaved rows do not). Several: four rows share each
     // activation load.
-    if (m == 1 && (wt == Type::Q4_0 || wt == Type::Q5_0 || wt == Type::Q8_0)) {
+    if (m == 1 && (wt == Type::Q4_0 || wt == Type::Q5_0 || wt == Type::Q8_0 || wt == Type::Q4_1 || wt == Type::Q5_1)) {
         const uint8_t* w = static_cast<const uint8_t*>(W);
-        const BlockQ8_0* a = static_cast<const BlockQ8_0*>(A);
-        if (wt == Type::Q4_0) matvec_q_pairs<BlockQ4_0>(n, w, w_row_bytes, r0, r1, a, Y, ahead_end);
-        else if (wt == Type::Q5_0) matvec_q_pairs<BlockQ5_0>(n, w, w_row_bytes, r0, r1, a, Y, ahead_end);
-        else matvec_q_pairs<BlockQ8_0>(n, w, w_row_bytes, r0, r1, a, Y, ahead_end);
+        if (wt == Type::Q4_0) matvec_q_pairs<BlockQ4_0>(n, w, w_row_bytes, r0, r1, A, Y, ahead_end);
+        else if (wt == Type::Q5_0) matvec_q_pairs<BlockQ5_0>(n, w, w_row_bytes, r0, r1, A, Y, ahead_end);
+        else if (wt == Type::Q4_1) matvec_q_pairs<BlockQ4_1>(n, w, w_row_bytes, r0, r1, A, Y, ahead_end);
+        else if (wt == Type::Q5_1) matvec_q_pairs<BlockQ5_1>(n, w, w_row_bytes, r0, r1, A, Y, ahead_end);
+        else matvec_q_pairs<BlockQ8_0>(n, w, w_row_bytes, r0, r1, A, Y, ahead_end);
         return;
     }
     if (m == 1 && (wt == Type::Q4_K || wt == Type::Q5_K)) {
