@@ -604,10 +604,10 @@ template <class Block>
 inline void matvec_q_pairs(int64_t n, const uint8_t* w, size_t ws, int64_t r0, int64_t r1, const void* a,
                            float* out, int64_t ahead_end) {
     constexpr Type wt = kPairType<Block>;
-    constexpr bool with_min = wt == Type::Q4_1 || wt == Type::Q5_1;
-    using ActBlock = std::conditional_t<with_min, BlockQ8_1, BlockQ8_0>;
     VecDotFn dot = vec_dot_fn(wt);
 #if defined(__AVX512VNNI__)  // (unsigned bytes up to 255 would saturate maddubs)
+    constexpr bool with_min = wt == Type::Q4_1 || wt == Type::Q5_1;
+    using ActBlock = std::conditional_t<with_min, BlockQ8_1, BlockQ8_0>;
     const ActBlock* y = static_cast<const ActBlock*>(a);
     const int64_t nb = n / 32, pairs = nb / 2, odd = nb % 2;
     if (pairs + odd <= kPairs) {
