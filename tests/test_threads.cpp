@@ -1,6 +1,7 @@
 // The thread pool on its own: every task of every job runs exactly once, jobs
 // follow each other without a gap (a worker still leaving one job may take a
-// task of the next), and idle workers sleep instead of spinning.
+// task of the next), a worker's idle reads stay inside the range it was given,
+// and idle workers sleep instead of spinning.
 #define MINIGPT_IMPLEMENTATION
 #define DOCTEST_CONFIG_IMPLEMENT_WITH_MAIN
 #include <doctest/doctest.h>
@@ -15,8 +16,12 @@
 #include <thread>
 #include <vector>
 
+#include <cstring>
+
 #if defined(__unix__) || defined(__APPLE__)
+#  include <sys/mman.h>
 #  include <sys/resource.h>
+#  include <unistd.h>
 #  define MINIGPT_TEST_HAS_RUSAGE 1
 #endif
 
@@ -99,6 +104,44 @@ TEST_CASE("thread pool: a job sees the writes of the job before it") {
 }
 
 #if defined(MINIGPT_TEST_HAS_RUSAGE)
+TEST_CASE("thread pool: idle reads stay inside the range they were given") {
+    const size_t page = static_cast<size_t>(sysconf(_SC_PAGESIZE)), bytes = size_t(1) << 20;
+    // Every range ends where an unreadable page starts: a read past one ends
+    // the test run with SIGSEGV.
+    void* mem = mmap(nullptr, bytes + page, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    REQUIRE(mem != MAP_FAILED);
+    uint8_t* base = static_cast<uint8_t*>(mem);
+    std::memset(base, 1, bytes);
+    REQUIRE(mprotect(base + bytes, page, PROT_NONE) == 0);
+    for (int threads : {2, 3}) {
+        ThreadPool pool;
+        REQUIRE(pool.start(threads).ok());
+        // Slots that are not workers are ignored (the caller reads nothing).
+        for (int slot : {-1, 0, threads}) pool.set_idle_read(slot, base, bytes + page);
+        Counts c(threads);
+        const int jobs = 20000 / kJobScale;
+        within(120, "jobs with idle reads", [&] {
+            for (int j = 0; j < jobs; ++j) {
+                // The ranges change before every job, as in a forward pass,
+                // while the workers may still read the previous ones: 1 MiB
+                // and a few hundred bytes (not a whole number of lines), all
+                // ending at the unreadable page. A torn pair (the long
+                // length from the short start) would run past it.
+                for (int s = 1; s < threads; ++s) {
+                    const size_t n = j % 2 ? bytes : 100 + static_cast<size_t>(j % 300);
+                    pool.set_idle_read(s, base + bytes - n, n);
+                }
+                pool.run(threads, [](void* a, int i) { ++static_cast<Counts*>(a)->per_task[static_cast<size_t>(i)]; }, &c);
+            }
+        });
+        for (int s = 1; s < threads; ++s) pool.set_idle_read(s, nullptr, 0);
+        int wrong = 0;
+        for (int n : c.per_task) wrong += n != jobs;
+        CHECK_MESSAGE(wrong == 0, threads << " threads: " << wrong << " tasks ran a wrong number of times");
+    }
+    munmap(mem, bytes + page);
+}
+
 TEST_CASE("thread pool: idle workers sleep") {
     auto cpu_seconds = [] {
         rusage u{};
