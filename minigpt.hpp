@@ -6722,9 +6722,10 @@ public:
     // Worker `slot` (1 ... size() - 1) reads bytes [p, p + n) once it has no
     // task left in a job, until the next job starts; n = 0: nothing; other
     // slots: ignored. Called by the thread that calls run(). The range must
-    // stay readable while the pool runs. It holds until set again. (The caller of run() reads nothing while it waits
-    // for the workers' last tasks: its reads take bandwidth from them, and
-    // smollm2-135m Q8_0 generation was 0.93-0.96x as fast with them.)
+    // stay readable while the pool runs. It holds until set again. (The
+    // caller of run() reads nothing while it waits for the workers' last
+    // tasks: its reads take bandwidth from them, and smollm2-135m Q8_0
+    // generation was 0.93-0.96x as fast with them.)
     void set_idle_read(int slot, const void* p, size_t n) {
 #if MINIGPT_THREADS
         if (slot < 1 || slot >= n_threads_) return;
@@ -6824,7 +6825,7 @@ private:
         unsigned sum = 0;
         for (size_t o = 0; o < n && generation_.load(std::memory_order_relaxed) == seen; o += 256)
             sum += unsigned(p[o]) + unsigned(p[o + 64]) + unsigned(p[o + 128]) + unsigned(p[o + 192]);
-        idle_[slot].sink = sum;  // (keeps the loads)
+        r.sink = sum;  // (keeps the loads)
     }
 
     void worker_loop(int slot) {

@@ -12,11 +12,10 @@
 #include <chrono>
 #include <cstdio>
 #include <cstdlib>
+#include <cstring>
 #include <future>
 #include <thread>
 #include <vector>
-
-#include <cstring>
 
 #if defined(__unix__) || defined(__APPLE__)
 #  include <sys/mman.h>
