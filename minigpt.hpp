@@ -2976,6 +2976,27 @@ inline void scale_f32(int64_t n, float a, float* y) {
 
 }  // namespace scalar
 
+// Asks for the cache lines of [p, p + bytes) (for writing: `write`) without
+// waiting for them. (Written in asm where it can be: g++ 12 deletes a loop of
+// nothing but __builtin_prefetch once it is inlined into a caller.)
+inline void request_lines(const void* p, size_t bytes, bool write = false) {
+    const char* c = static_cast<const char*>(p);
+    const char* end = c + bytes;
+    for (c -= reinterpret_cast<uintptr_t>(c) & 63; c < end; c += 64) {
+#if (defined(__GNUC__) || defined(__clang__)) && (defined(__x86_64__) || defined(__i386__))
+        if (write) __asm__ __volatile__("prefetchw %0" : : "m"(*c));
+        else __asm__ __volatile__("prefetcht0 %0" : : "m"(*c));
+#elif (defined(__GNUC__) || defined(__clang__)) && defined(__aarch64__)
+        if (write) __asm__ __volatile__("prfm pstl1keep, %0" : : "Q"(*c));
+        else __asm__ __volatile__("prfm pldl1keep, %0" : : "Q"(*c));
+#elif defined(__GNUC__) || defined(__clang__)
+        __builtin_prefetch(c, write ? 1 : 0, 3);
+#else
+        (void)write;
+#endif
+    }
+}
+
 // Software prefetch for one-row products, which stream their weights once: a
 // core keeps only so many hardware-prefetched lines in flight, and asking for
 // the lines a few KiB ahead of the row being read raises its share of the
@@ -5501,6 +5522,12 @@ inline void gemm_rows(Type wt, const void* W, size_t w_row_bytes, int64_t n, int
 #if !defined(__AVX512VNNI__)
         (void)has_min;
 #endif
+        // The next tile's rows are requested now and arrive while this one's
+        // panels are computed. (Unpacking a tile waited on its rows: 14% of
+        // smollm2-135m Q8_0 prompt processing. Requested: pp128 1.054x with
+        // 1 thread, 1.042x with 2; Q4_K 1.057x, F16 1.025x.)
+        if (rt + kGemmRows < r1)
+            request_lines(wr + kGemmRows * w_row_bytes, static_cast<size_t>(std::min<int64_t>(kGemmRows, r1 - rt - kGemmRows)) * w_row_bytes);
         if (kind == GemmKind::i8) {
             gemm_tile_i8(wt, wr, w_row_bytes, n, rows, tile);
         } else if (kind == GemmKind::bf16) {
@@ -9313,27 +9340,6 @@ inline void each_part(const int64_t* first, int parts, int64_t b, int64_t e, F&&
     for (int k = 0; k < parts; ++k) {
         const int64_t lo = std::max(b, first[k]) - first[k], hi = std::min(e, first[k + 1]) - first[k];
         if (lo < hi) f(k, lo, hi);
-    }
-}
-
-// Asks for the cache lines of [p, p + bytes) (for writing: `write`) without
-// waiting for them. (Written in asm where it can be: g++ 12 deletes a loop of
-// nothing but __builtin_prefetch once it is inlined into a caller.)
-inline void request_lines(const void* p, size_t bytes, bool write = false) {
-    const char* c = static_cast<const char*>(p);
-    const char* end = c + bytes;
-    for (c -= reinterpret_cast<uintptr_t>(c) & 63; c < end; c += 64) {
-#if (defined(__GNUC__) || defined(__clang__)) && (defined(__x86_64__) || defined(__i386__))
-        if (write) __asm__ __volatile__("prefetchw %0" : : "m"(*c));
-        else __asm__ __volatile__("prefetcht0 %0" : : "m"(*c));
-#elif (defined(__GNUC__) || defined(__clang__)) && defined(__aarch64__)
-        if (write) __asm__ __volatile__("prfm pstl1keep, %0" : : "Q"(*c));
-        else __asm__ __volatile__("prfm pldl1keep, %0" : : "Q"(*c));
-#elif defined(__GNUC__) || defined(__clang__)
-        __builtin_prefetch(c, write ? 1 : 0, 3);
-#else
-        (void)write;
-#endif
     }
 }
 

@@ -520,6 +520,12 @@ inline void gemm_rows(Type wt, const void* W, size_t w_row_bytes, int64_t n, int
 #if !defined(__AVX512VNNI__)
         (void)has_min;
 #endif
+        // The next tile's rows are requested now and arrive while this one's
+        // panels are computed. (Unpacking a tile waited on its rows: 14% of
+        // smollm2-135m Q8_0 prompt processing. Requested: pp128 1.054x with
+        // 1 thread, 1.042x with 2; Q4_K 1.057x, F16 1.025x.)
+        if (rt + kGemmRows < r1)
+            request_lines(wr + kGemmRows * w_row_bytes, static_cast<size_t>(std::min<int64_t>(kGemmRows, r1 - rt - kGemmRows)) * w_row_bytes);
         if (kind == GemmKind::i8) {
             gemm_tile_i8(wt, wr, w_row_bytes, n, rows, tile);
         } else if (kind == GemmKind::bf16) {
