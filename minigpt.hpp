@@ -4928,13 +4928,16 @@ inline void weighted_rows_f32(int64_t n, const float* w, const float* v, size_t 
         // Columns [i, i + 16 * C) of all the rows.
         auto columns = [&](int64_t i, auto regs) {
             constexpr int C = decltype(regs)::value;
+            // (unrolled, so that the sums stay in registers)
             __m512 a[C], b[C];
+            MINIGPT_UNROLL(4)
             for (int k = 0; k < C; ++k) a[k] = _mm512_loadu_ps(o + i + 16 * k), b[k] = _mm512_setzero_ps();
             int64_t j = 0;
             for (; j + 2 <= n; j += 2) {
                 const __m512 w0 = _mm512_set1_ps(w[j]), w1 = _mm512_set1_ps(w[j + 1]);
                 const float* r0 = v + static_cast<size_t>(j) * stride + i;
                 const float* r1 = r0 + stride;
+                MINIGPT_UNROLL(4)
                 for (int k = 0; k < C; ++k) {
                     a[k] = _mm512_fmadd_ps(w0, _mm512_loadu_ps(r0 + 16 * k), a[k]);
                     b[k] = _mm512_fmadd_ps(w1, _mm512_loadu_ps(r1 + 16 * k), b[k]);
@@ -4943,8 +4946,10 @@ inline void weighted_rows_f32(int64_t n, const float* w, const float* v, size_t 
             if (j < n) {
                 const __m512 w0 = _mm512_set1_ps(w[j]);
                 const float* r0 = v + static_cast<size_t>(j) * stride + i;
+                MINIGPT_UNROLL(4)
                 for (int k = 0; k < C; ++k) a[k] = _mm512_fmadd_ps(w0, _mm512_loadu_ps(r0 + 16 * k), a[k]);
             }
+            MINIGPT_UNROLL(4)
             for (int k = 0; k < C; ++k) _mm512_storeu_ps(o + i + 16 * k, _mm512_add_ps(a[k], b[k]));
         };
         int64_t i = 0;
