@@ -1120,6 +1120,36 @@ TEST_CASE("gemm_rows matches scalar vec_dot for every type it handles, odd m and
 #endif
 }
 
+TEST_CASE("scale_max_f32 and exp_sum_f32 (the online softmax's passes) agree with plain loops, tails included") {
+    std::mt19937 rng(11);
+    for (int n : {0, 1, 5, 15, 16, 17, 31, 32, 33, 40, 255, 1000}) {
+        CAPTURE(n);
+        const std::vector<float> x = random_floats(rng, static_cast<size_t>(n) + 1, 8.0f);  // (one past the end: untouched)
+        std::vector<float> s = x;
+        const float mx = scale_max_f32(n, 0.125f, s.data());
+        float want_mx = -std::numeric_limits<float>::infinity();
+        for (int i = 0; i < n; ++i) {
+            CHECK(s[static_cast<size_t>(i)] == x[static_cast<size_t>(i)] * 0.125f);
+            want_mx = std::max(want_mx, x[static_cast<size_t>(i)] * 0.125f);
+        }
+        CHECK(mx == want_mx);
+        CHECK(s[static_cast<size_t>(n)] == x[static_cast<size_t>(n)]);
+
+        std::vector<float> e = s;
+        const double sum = exp_sum_f32(n, mx, e.data());
+        double want_sum = 0;
+        int bad = 0;
+        for (int i = 0; i < n; ++i) {
+            const double ref = std::exp(static_cast<double>(s[static_cast<size_t>(i)]) - mx);
+            want_sum += ref;
+            bad += std::fabs(e[static_cast<size_t>(i)] - ref) > 4e-7 * ref;
+        }
+        CHECK(bad == 0);
+        CHECK(std::fabs(sum - want_sum) <= 1e-6 * std::max(1.0, want_sum));
+        CHECK(e[static_cast<size_t>(n)] == s[static_cast<size_t>(n)]);
+    }
+}
+
 TEST_CASE("exp_f32 and silu_mul_f32 agree with std::exp") {
     std::vector<float> x;
     for (int i = -870000; i <= 887000; i += 7) x.push_back(static_cast<float>(i) * 1e-4f);

@@ -551,11 +551,7 @@ void Context::Impl::attention(int layer, int m, int n_past) {
     // running sum. What was summed under a smaller maximum (sum, and o: D
     // floats) is rescaled first, unless this is the first block.
     auto softmax_block = [&](float* s, int n, bool first, float* o, float& mx, double& sum) {
-        float bmax = -std::numeric_limits<float>::infinity();
-        for (int j = 0; j < n; ++j) {
-            s[j] *= scale;
-            bmax = std::max(bmax, s[j]);
-        }
+        const float bmax = scale_max_f32(n, scale, s);
         if (bmax > mx) {
             if (!first) {
                 const float c = std::exp(mx - bmax);
@@ -564,9 +560,7 @@ void Context::Impl::attention(int layer, int m, int n_past) {
             }
             mx = bmax;
         }
-        for (int j = 0; j < n; ++j) s[j] -= mx;
-        exp_f32(n, s, s);
-        for (int j = 0; j < n; ++j) sum += s[j];
+        sum += exp_sum_f32(n, mx, s);
     };
 
     // One token: every head at once, over runs of the positions, one run per

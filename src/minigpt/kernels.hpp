@@ -150,6 +150,66 @@ inline void exp_f32(int64_t n, const float* x, float* y) {
     for (; i < n; ++i) y[i] = std::exp(x[i]);
 }
 
+// The online softmax's two passes over a block of scores. s[i] *= a for
+// i < n; returns the largest (-inf when n = 0).
+inline float scale_max_f32(int64_t n, float a, float* s) {
+    float mx = -std::numeric_limits<float>::infinity();
+    int64_t i = 0;
+#if defined(MINIGPT_AVX512)
+    const __mmask16 all = 0xFFFF;  // zero-masking forms: see exp16
+    const __m512 av = _mm512_set1_ps(a);
+    __m512 m = _mm512_set1_ps(mx);
+    for (; i + 16 <= n; i += 16) {
+        const __m512 v = _mm512_mul_ps(_mm512_loadu_ps(s + i), av);
+        _mm512_storeu_ps(s + i, v);
+        m = _mm512_maskz_max_ps(all, m, v);
+    }
+    if (i < n) {
+        const __mmask16 k = static_cast<__mmask16>((1u << (n - i)) - 1u);
+        const __m512 v = _mm512_mul_ps(_mm512_maskz_loadu_ps(k, s + i), av);
+        _mm512_mask_storeu_ps(s + i, k, v);
+        m = _mm512_mask_max_ps(m, k, m, v);
+        i = n;
+    }
+    alignas(64) float lanes[16];
+    _mm512_store_ps(lanes, m);
+    for (float l : lanes) mx = std::max(mx, l);
+#endif
+    for (; i < n; ++i) {
+        s[i] *= a;
+        mx = std::max(mx, s[i]);
+    }
+    return mx;
+}
+
+// s[i] = e^(s[i] - m) for i < n; returns their sum, added up in double.
+inline double exp_sum_f32(int64_t n, float m, float* s) {
+    double sum = 0;
+    int64_t i = 0;
+#if defined(MINIGPT_AVX512)
+    const __m512 mv = _mm512_set1_ps(m);
+    __m512d lo = _mm512_setzero_pd(), hi = _mm512_setzero_pd();
+    for (; i < n; i += 16) {
+        const __mmask16 k = n - i >= 16 ? __mmask16(0xFFFF) : static_cast<__mmask16>((1u << (n - i)) - 1u);
+        const __m512 e = _mm512_maskz_mov_ps(k, exp16(_mm512_sub_ps(_mm512_maskz_loadu_ps(k, s + i), mv)));
+        _mm512_mask_storeu_ps(s + i, k, e);
+        // (zero-masking forms: see exp16)
+        const __m256 lower = _mm256_castpd_ps(_mm512_maskz_extractf64x4_pd(__mmask8(0xF), _mm512_castps_pd(e), 0));
+        const __m256 upper = _mm256_castpd_ps(_mm512_maskz_extractf64x4_pd(__mmask8(0xF), _mm512_castps_pd(e), 1));
+        lo = _mm512_add_pd(lo, _mm512_maskz_cvtps_pd(__mmask8(0xFF), lower));
+        hi = _mm512_add_pd(hi, _mm512_maskz_cvtps_pd(__mmask8(0xFF), upper));
+    }
+    alignas(64) double lanes[8];
+    _mm512_store_pd(lanes, _mm512_add_pd(lo, hi));
+    for (double l : lanes) sum += l;
+#endif
+    for (; i < n; ++i) {
+        s[i] = std::exp(s[i] - m);
+        sum += s[i];
+    }
+    return sum;
+}
+
 // g[i] = silu(g[i]) * u[i] = g[i] / (1 + e^-g[i]) * u[i].
 inline void silu_mul_f32(int64_t n, float* g, const float* u) {
     int64_t i = 0;
