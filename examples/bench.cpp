@@ -3,7 +3,7 @@
 // machine's memory read bandwidth and how much of it generation uses.
 //
 //   minigpt-bench -m model.gguf [-m other.gguf] -p 128 -n 64 -t 2 -r 5 [-o md|jsonl]
-//                 [-mmp 0|1] [--no-bandwidth]
+//                 [-d N_DEPTH] [-ctk f32|f16] [-mmp 0|1] [--no-bandwidth]
 //
 // ppN: N prompt tokens evaluated in one batch from an empty context.
 // tgN: N tokens evaluated one at a time from an empty context.
@@ -20,8 +20,9 @@
 // bytes/token x tokens/s / the bandwidth measured just before, averaged over
 // the repetitions (jsonl adds weight_bytes_per_token, mem_bandwidth_gbs and
 // bandwidth_fraction to llama-bench's fields). -mmp 0 reads the weights into
-// memory instead of mapping the file. The KV cache and scratch sizes are
-// printed at load.
+// memory instead of mapping the file. -ctk f16 (or -ctv) stores the KV cache
+// in F16 (llama-bench's type_k / type_v; its default is f16, ours f32). The
+// KV cache and scratch sizes are printed at load.
 //
 //   minigpt-bench --make-model SHAPE --type TYPE -o OUT.gguf [--seed N] [--mix] [-t N]
 //
@@ -550,7 +551,7 @@ int main(int argc, char** argv) {
     std::vector<std::string> models;
     int n_prompt = 128, n_gen = 64, n_depth = 0, reps = 5;
     std::vector<int> thread_list;
-    std::string output = "md", make_shape, make_type;
+    std::string output = "md", make_shape, make_type, cache_k = "f32", cache_v = "f32";
     bool output_set = false, make = false, mix = false, seed_set = false, bandwidth = true, use_mmap = true;
     uint64_t seed = 42;
     for (int i = 1; i < argc; ++i) {
@@ -562,7 +563,7 @@ int main(int argc, char** argv) {
         if (a == "-h" || a == "--help") {
             std::printf(
                 "usage: minigpt-bench -m MODEL [-m MODEL...] [-p N_PROMPT] [-n N_GEN] [-d N_DEPTH] [-t THREADS[,THREADS...]] "
-                "[-r REPETITIONS] [-mmp 0|1] [-o md|jsonl] [--no-bandwidth]\n"
+                "[-r REPETITIONS] [-ctk f32|f16] [-mmp 0|1] [-o md|jsonl] [--no-bandwidth]\n"
                 "       minigpt-bench --make-model SHAPE --type TYPE -o OUT.gguf [--seed N] [--mix] [-t THREADS]\n"
                 "\n"
                 "Measures prompt processing (ppN) and generation (tgN) speed, the memory read\n"
@@ -571,6 +572,7 @@ int main(int argc, char** argv) {
                 "measured again before each tgN repetition). With a list of thread counts\n"
                 "(-t 1,2), they take turns within each repetition. -d N first fills the context\n"
                 "with N tokens (not timed) before each repetition: tests named 'tg64 @ d512'.\n"
+                "-ctk / -ctv: the KV cache's type, f32 (default) or f16 (keys and values share it).\n"
                 "\n"
                 "--make-model writes a model of a real shape with RANDOM weights (for speed\n"
                 "tests; its output is meaningless). SHAPE: %s.\n"
@@ -603,6 +605,10 @@ int main(int argc, char** argv) {
             output_set = true;
         } else if (a == "-mmp" || a == "--mmap") {
             use_mmap = parse_int(a, value(), 0, 1) != 0;
+        } else if (a == "-ctk" || a == "--cache-type-k" || a == "-ctv" || a == "--cache-type-v") {
+            const std::string v = value();
+            if (v != "f32" && v != "f16") fail("cache type '" + v + "' is not supported (f32 or f16)");
+            (a == "-ctk" || a == "--cache-type-k" ? cache_k : cache_v) = v;
         } else if (a == "--no-bandwidth") {
             bandwidth = false;
         } else if (a == "--make-model") {
@@ -631,6 +637,11 @@ int main(int argc, char** argv) {
     if (!make_type.empty() || seed_set || mix) fail("--type, --seed and --mix go with --make-model");
     if (output != "md" && output != "jsonl") fail("output must be md or jsonl");
     if (models.empty()) fail("no model given: use -m FILE");
+    if (cache_k != cache_v) {  // one option sets both when only one is given
+        if (cache_k == "f32") cache_k = cache_v;
+        else if (cache_v == "f32") cache_v = cache_k;
+    }
+    if (cache_k != cache_v) fail("keys and values share the cache type: -ctk " + cache_k + " and -ctv " + cache_v + " differ");
 
     if (thread_list.empty()) thread_list.push_back(0);
     for (int& t : thread_list)
@@ -662,15 +673,17 @@ int main(int argc, char** argv) {
             cp.n_ctx = n_depth + std::max(n_prompt, n_gen) + 1;
             cp.n_batch = std::max({1, n_prompt, std::min(n_depth, 512)});
             cp.n_threads = t;
+            cp.kv_f16 = cache_k == "f16";
             ctxs.emplace_back();
             st = minigpt::Context::create(model, cp, ctxs.back());
             if (!st) fail("cannot create the context: " + st.to_string());
             const minigpt::Context& ctx = *ctxs.back();
             std::fprintf(stderr,
                          "%s: %s: %.2f MiB of weights (%s), %.2f MiB read per generated token; "
-                         "context %d tokens: KV cache %.2f MiB, scratch %.2f MiB, %d threads\n",
+                         "context %d tokens: KV cache %.2f MiB (%s), scratch %.2f MiB, %d threads\n",
                          prog_name(), path.c_str(), mib(model->info().weight_bytes), use_mmap ? "memory-mapped" : "read into memory",
-                         mib(per_token), ctx.n_ctx(), mib(ctx.kv_cache_bytes()), mib(ctx.scratch_bytes()), ctx.n_threads());
+                         mib(per_token), ctx.n_ctx(), mib(ctx.kv_cache_bytes()), cache_k.c_str(), mib(ctx.scratch_bytes()),
+                         ctx.n_threads());
         }
         uint64_t rng = 42;
         std::vector<int32_t> toks(static_cast<size_t>(n_depth + std::max(n_prompt, n_gen)));
@@ -740,6 +753,7 @@ int main(int argc, char** argv) {
             std::printf("(tg tests: measured again before each repetition, best of %d passes; the table gives the mean\n"
                         "of those and the mean fraction of them that the repetitions used)\n\n",
                         kRepetitionPasses);
+        if (cache_k != "f32") std::printf("KV cache: %s\n\n", cache_k.c_str());
         std::printf("| model | type | threads | test | t/s | weights/token | bandwidth used |\n"
                     "|---|---|---:|---:|---:|---:|---:|\n");
         for (const Result& r : results) {
@@ -753,8 +767,10 @@ int main(int argc, char** argv) {
     } else {
         for (const Result& r : results) {
             std::printf("{\"model_filename\": \"%s\", \"model_type\": \"%s\", \"n_prompt\": %d, \"n_gen\": %d, \"n_depth\": %d, "
-                        "\"n_threads\": %d, \"avg_ts\": %.6f, \"stddev_ts\": %.6f, \"weight_bytes_per_token\": %llu",
-                        r.model.c_str(), r.type.c_str(), r.n_prompt, r.n_gen, r.n_depth, r.threads, r.mean, r.stddev,
+                        "\"n_threads\": %d, \"type_k\": \"%s\", \"type_v\": \"%s\", \"avg_ts\": %.6f, \"stddev_ts\": %.6f, "
+                        "\"weight_bytes_per_token\": %llu",
+                        r.model.c_str(), r.type.c_str(), r.n_prompt, r.n_gen, r.n_depth, r.threads, cache_k.c_str(),
+                        cache_v.c_str(), r.mean, r.stddev,
                         (unsigned long long)r.weight_bytes_per_token);
             if (r.bandwidth_gbs > 0) {
                 std::printf(", \"mem_bandwidth_gbs\": %.6f", r.bandwidth_gbs);

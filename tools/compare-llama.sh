@@ -7,23 +7,26 @@
 #
 # Options: -p N (prompt tokens, 128), -n N (generated tokens, 64), -t N (threads, 2),
 #          -r N (repetitions per run, 3), --rounds K (alternating runs, 3),
-#          -d N (tokens already in the context when each test starts, 0).
+#          -d N (tokens already in the context when each test starts, 0),
+#          -ctk f32|f16 (the KV cache's type for both tools; unset: each tool's default,
+#          f32 for minigpt-bench and f16 for llama-bench).
 # Environment: LLAMA_BENCH (required), MINIGPT_BENCH (default build/release/minigpt-bench).
 # llama.cpp is not part of this project: build it elsewhere and point LLAMA_BENCH at it.
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 P=128 N=64 T=2 R=3 ROUNDS=3 D=0
-models=()
+models=() cache=()
 while [ $# -gt 0 ]; do
     case "$1" in
         -p) P="$2"; shift 2 ;;
         -n) N="$2"; shift 2 ;;
         -t) T="$2"; shift 2 ;;
         -d) D="$2"; shift 2 ;;
+        -ctk) cache=(-ctk "$2" -ctv "$2"); shift 2 ;;
         -r) R="$2"; shift 2 ;;
         --rounds) ROUNDS="$2"; shift 2 ;;
-        -h|--help) sed -n '2,12p' "$0"; exit 0 ;;
+        -h|--help) sed -n '2,14p' "$0"; exit 0 ;;
         *) models+=("$1"); shift ;;
     esac
 done
@@ -38,10 +41,10 @@ trap 'rm -f "$out"' EXIT
 for model in "${models[@]}"; do
     for round in $(seq "$ROUNDS"); do
         echo "round $round: $(basename "$model")" >&2
-        "$MINIGPT_BENCH" -m "$model" -p "$P" -n "$N" -d "$D" -t "$T" -r "$R" -o jsonl 2>/dev/null |
+        "$MINIGPT_BENCH" -m "$model" -p "$P" -n "$N" -d "$D" -t "$T" -r "$R" ${cache[@]+"${cache[@]}"} -o jsonl 2>/dev/null |
             sed 's/^/minigpt /' >>"$out"
         LD_LIBRARY_PATH="$(dirname "$LLAMA_BENCH")${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}" \
-            "$LLAMA_BENCH" -m "$model" -p "$P" -n "$N" -d "$D" -t "$T" -r "$R" -o jsonl 2>/dev/null |
+            "$LLAMA_BENCH" -m "$model" -p "$P" -n "$N" -d "$D" -t "$T" -r "$R" ${cache[@]+"${cache[@]}"} -o jsonl 2>/dev/null |
             sed 's/^/llama /' >>"$out"
     done
 done

@@ -41,9 +41,9 @@ bench)
     js=$("$bin/minigpt-bench" -m "$tmp" -p 16 -n 4 -r 1 -t 2 -o jsonl --no-bandwidth 2>/dev/null)
     # A list of thread counts: one row per count and test.
     tl=$("$bin/minigpt-bench" -m "$tmp" -p 16 -n 0 -r 1 -t 1,2 -o jsonl --no-bandwidth 2>/dev/null)
-    # A context filled with 40 tokens first.
+    # A context filled with 40 tokens first (the jsonl run with an F16 KV cache).
     dp=$("$bin/minigpt-bench" -m "$tmp" -p 8 -n 4 -d 40 -r 1 -t 2 --no-bandwidth 2>/dev/null)
-    dj=$("$bin/minigpt-bench" -m "$tmp" -p 0 -n 4 -d 40 -r 1 -t 2 -o jsonl --no-bandwidth 2>/dev/null)
+    dj=$("$bin/minigpt-bench" -m "$tmp" -p 0 -n 4 -d 40 -r 1 -t 2 -ctk f16 -o jsonl --no-bandwidth 2>/dev/null)
     rm -f "$tmp"
     echo "$out"
     echo "$js"
@@ -53,6 +53,8 @@ bench)
     echo "$dp" | grep -Eq '\| pp8 @ d40 \| [0-9.]+ ± [0-9.]+ \|'
     echo "$dp" | grep -Eq '\| tg4 @ d40 \| [0-9.]+ ± [0-9.]+ \|'
     echo "$dj" | grep -q '"n_prompt": 0, "n_gen": 4, "n_depth": 40,'
+    echo "$dj" | grep -q '"type_k": "f16", "type_v": "f16"'
+    echo "$js" | grep -q '"type_k": "f32", "type_v": "f32"'
     echo "$tl" | grep -q '"n_prompt": 16, "n_gen": 0, "n_depth": 0, "n_threads": 1,'
     echo "$tl" | grep -q '"n_prompt": 16, "n_gen": 0, "n_depth": 0, "n_threads": 2,'
     test "$(echo "$tl" | wc -l)" -eq 2
