@@ -9949,6 +9949,31 @@ void Context::Impl::attention(int layer, int m, int n_past) {
         }
         sum += exp_sum_f32(n, mx, s);
     };
+    // The raw scores of n keys (rows `stride` floats apart) for query qv into
+    // out, four keys at a time; o += the n value rows weighted by w.
+    auto key_scores = [&](const float* qv, const float* keys, size_t stride, int n, float* out) {
+        int j = 0;
+        if (!small)
+            for (; j + 4 <= n; j += 4) dot4_keys_f32(qv, keys + static_cast<size_t>(j) * stride, stride, D, out + j);
+        for (; j < n; ++j) {
+            const float* kt = keys + static_cast<size_t>(j) * stride;
+            float acc = 0;
+            if (small) {
+                for (int d = 0; d < D; ++d) acc += qv[d] * kt[d];
+            } else {
+                acc = dot_f32(qv, kt, D);
+            }
+            out[j] = acc;
+        }
+    };
+    auto add_values = [&](const float* w, const float* values, size_t stride, int n, float* o) {
+        if (!small) {
+            weighted_rows_f32(n, w, values, stride, D, o);
+            return;
+        }
+        for (int j = 0; j < n; ++j)
+            for (int d = 0; d < D; ++d) o[d] += w[j] * values[static_cast<size_t>(j) * stride + d];
+    };
 
     // One token: every head at once, over runs of the positions, one run per
     // thread when there are enough keys (the threads share the reads of the
@@ -9998,24 +10023,9 @@ void Context::Impl::attention(int layer, int m, int n_past) {
                     const int n = std::min(kTokenRows, t1 - t);
                     request_rows(K, t + kTokenRows, t + kTokenRows + n, t1);
                     const float* rows = rows_at(K, t, n);
-                    for (int h = 0; h < H; ++h) {
-                        const float* qh = q.data() + static_cast<size_t>(h) * D;
-                        const float* kh = rows + static_cast<size_t>(h / group) * D;
-                        float* sh = s + static_cast<size_t>(h) * block + (t - t0);
-                        int j = 0;
-                        if (!small)
-                            for (; j + 4 <= n; j += 4) dot4_keys_f32(qh, kh + static_cast<size_t>(j) * KV, KV, D, sh + j);
-                        for (; j < n; ++j) {
-                            const float* kt = kh + static_cast<size_t>(j) * KV;
-                            float acc = 0;
-                            if (small) {
-                                for (int d = 0; d < D; ++d) acc += qh[d] * kt[d];
-                            } else {
-                                acc = dot_f32(qh, kt, D);
-                            }
-                            sh[j] = acc;
-                        }
-                    }
+                    for (int h = 0; h < H; ++h)
+                        key_scores(q.data() + static_cast<size_t>(h) * D, rows + static_cast<size_t>(h / group) * D, KV, n,
+                                   s + static_cast<size_t>(h) * block + (t - t0));
                 }
                 for (int h = 0; h < H; ++h)
                     softmax_block(s + static_cast<size_t>(h) * block, t1 - t0, t0 == t_begin, o + static_cast<size_t>(h) * D, mx[h], sum[h]);
@@ -10024,17 +10034,9 @@ void Context::Impl::attention(int layer, int m, int n_past) {
                     const int n = std::min(kTokenRows, t1 - t);
                     request_rows(V, t + kTokenRows, t + kTokenRows + n, t1);
                     const float* rows = rows_at(V, t, n);
-                    for (int h = 0; h < H; ++h) {
-                        const float* vh = rows + static_cast<size_t>(h / group) * D;
-                        const float* wh = s + static_cast<size_t>(h) * block + (t - t0);
-                        float* oh = o + static_cast<size_t>(h) * D;
-                        if (small) {
-                            for (int j = 0; j < n; ++j)
-                                for (int d = 0; d < D; ++d) oh[d] += wh[j] * vh[static_cast<size_t>(j) * KV + d];
-                        } else {
-                            weighted_rows_f32(n, wh, vh, KV, D, oh);
-                        }
-                    }
+                    for (int h = 0; h < H; ++h)
+                        add_values(s + static_cast<size_t>(h) * block + (t - t0), rows + static_cast<size_t>(h / group) * D, KV, n,
+                                   o + static_cast<size_t>(h) * D);
                 }
             }
         };
@@ -10096,31 +10098,14 @@ void Context::Impl::attention(int layer, int m, int n_past) {
                 const int nj = std::min(piece, n - j0);
                 size_t ks;
                 const float* keys = head_rows(Kh, t0 + j0, nj, ks);
-                int j = 0;
-                if (!small)  // four keys at a time
-                    for (; j + 4 <= nj; j += 4) dot4_keys_f32(qv, keys + static_cast<size_t>(j) * ks, ks, D, s + j0 + j);
-                for (; j < nj; ++j) {
-                    const float* kt = keys + static_cast<size_t>(j) * ks;
-                    float acc = 0;
-                    if (small) {
-                        for (int d = 0; d < D; ++d) acc += qv[d] * kt[d];
-                    } else {
-                        acc = dot_f32(qv, kt, D);
-                    }
-                    s[j0 + j] = acc;
-                }
+                key_scores(qv, keys, ks, nj, s + j0);
             }
             softmax_block(s, n, t0 == t_begin, o, mx, sum);
             for (int j0 = 0; j0 < n; j0 += piece) {  // the block's values
                 const int nj = std::min(piece, n - j0);
                 size_t vs;
                 const float* values = head_rows(Vh, t0 + j0, nj, vs);
-                if (!small) {
-                    weighted_rows_f32(nj, s + j0, values, vs, D, o);
-                    continue;
-                }
-                for (int j = 0; j < nj; ++j)
-                    for (int d = 0; d < D; ++d) o[d] += s[j0 + j] * values[static_cast<size_t>(j) * vs + d];
+                add_values(s + j0, values, vs, nj, o);
             }
         }
     };
