@@ -551,7 +551,8 @@ int main(int argc, char** argv) {
     std::vector<std::string> models;
     int n_prompt = 128, n_gen = 64, n_depth = 0, reps = 5;
     std::vector<int> thread_list;
-    std::string output = "md", make_shape, make_type, cache_k = "f32", cache_v = "f32";
+    std::string output = "md", make_shape, make_type;
+    CacheTypeArgs cache_args;
     bool output_set = false, make = false, mix = false, seed_set = false, bandwidth = true, use_mmap = true;
     uint64_t seed = 42;
     for (int i = 1; i < argc; ++i) {
@@ -605,10 +606,6 @@ int main(int argc, char** argv) {
             output_set = true;
         } else if (a == "-mmp" || a == "--mmap") {
             use_mmap = parse_int(a, value(), 0, 1) != 0;
-        } else if (a == "-ctk" || a == "--cache-type-k" || a == "-ctv" || a == "--cache-type-v") {
-            const std::string v = value();
-            if (v != "f32" && v != "f16") fail("cache type '" + v + "' is not supported (f32 or f16)");
-            (a == "-ctk" || a == "--cache-type-k" ? cache_k : cache_v) = v;
         } else if (a == "--no-bandwidth") {
             bandwidth = false;
         } else if (a == "--make-model") {
@@ -624,7 +621,7 @@ int main(int argc, char** argv) {
             seed_set = true;
         } else if (a == "--mix") {
             mix = true;
-        } else {
+        } else if (!cache_args.parse(a, value)) {
             fail("unknown argument '" + a + "' (see --help)");
         }
     }
@@ -637,11 +634,7 @@ int main(int argc, char** argv) {
     if (!make_type.empty() || seed_set || mix) fail("--type, --seed and --mix go with --make-model");
     if (output != "md" && output != "jsonl") fail("output must be md or jsonl");
     if (models.empty()) fail("no model given: use -m FILE");
-    if (cache_k != cache_v) {  // one option sets both when only one is given
-        if (cache_k == "f32") cache_k = cache_v;
-        else if (cache_v == "f32") cache_v = cache_k;
-    }
-    if (cache_k != cache_v) fail("keys and values share the cache type: -ctk " + cache_k + " and -ctv " + cache_v + " differ");
+    const std::string& cache = cache_args.type();
 
     if (thread_list.empty()) thread_list.push_back(0);
     for (int& t : thread_list)
@@ -673,7 +666,7 @@ int main(int argc, char** argv) {
             cp.n_ctx = n_depth + std::max(n_prompt, n_gen) + 1;
             cp.n_batch = std::max({1, n_prompt, std::min(n_depth, 512)});
             cp.n_threads = t;
-            cp.kv_f16 = cache_k == "f16";
+            cp.kv_f16 = cache == "f16";
             ctxs.emplace_back();
             st = minigpt::Context::create(model, cp, ctxs.back());
             if (!st) fail("cannot create the context: " + st.to_string());
@@ -682,7 +675,7 @@ int main(int argc, char** argv) {
                          "%s: %s: %.2f MiB of weights (%s), %.2f MiB read per generated token; "
                          "context %d tokens: KV cache %.2f MiB (%s), scratch %.2f MiB, %d threads\n",
                          prog_name(), path.c_str(), mib(model->info().weight_bytes), use_mmap ? "memory-mapped" : "read into memory",
-                         mib(per_token), ctx.n_ctx(), mib(ctx.kv_cache_bytes()), cache_k.c_str(), mib(ctx.scratch_bytes()),
+                         mib(per_token), ctx.n_ctx(), mib(ctx.kv_cache_bytes()), cache.c_str(), mib(ctx.scratch_bytes()),
                          ctx.n_threads());
         }
         uint64_t rng = 42;
@@ -753,7 +746,7 @@ int main(int argc, char** argv) {
             std::printf("(tg tests: measured again before each repetition, best of %d passes; the table gives the mean\n"
                         "of those and the mean fraction of them that the repetitions used)\n\n",
                         kRepetitionPasses);
-        if (cache_k != "f32") std::printf("KV cache: %s\n\n", cache_k.c_str());
+        if (cache != "f32") std::printf("KV cache: %s\n\n", cache.c_str());
         std::printf("| model | type | threads | test | t/s | weights/token | bandwidth used |\n"
                     "|---|---|---:|---:|---:|---:|---:|\n");
         for (const Result& r : results) {
@@ -769,8 +762,8 @@ int main(int argc, char** argv) {
             std::printf("{\"model_filename\": \"%s\", \"model_type\": \"%s\", \"n_prompt\": %d, \"n_gen\": %d, \"n_depth\": %d, "
                         "\"n_threads\": %d, \"type_k\": \"%s\", \"type_v\": \"%s\", \"avg_ts\": %.6f, \"stddev_ts\": %.6f, "
                         "\"weight_bytes_per_token\": %llu",
-                        r.model.c_str(), r.type.c_str(), r.n_prompt, r.n_gen, r.n_depth, r.threads, cache_k.c_str(),
-                        cache_v.c_str(), r.mean, r.stddev,
+                        r.model.c_str(), r.type.c_str(), r.n_prompt, r.n_gen, r.n_depth, r.threads, cache.c_str(),
+                        cache.c_str(), r.mean, r.stddev,
                         (unsigned long long)r.weight_bytes_per_token);
             if (r.bandwidth_gbs > 0) {
                 std::printf(", \"mem_bandwidth_gbs\": %.6f", r.bandwidth_gbs);

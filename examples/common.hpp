@@ -87,4 +87,22 @@ inline double ms_since(std::chrono::steady_clock::time_point t0) {
 
 inline double mib(uint64_t bytes) { return static_cast<double>(bytes) / (1024.0 * 1024.0); }
 
+// The KV cache's type from -ctk / -ctv (--cache-type-k / --cache-type-v), f32
+// or f16. Keys and values share it: either option sets it, and f16 given to
+// one of them wins over the other's f32.
+struct CacheTypeArgs {
+    std::string k = "f32", v = "f32";
+    // True when flag is one of the options; its value is then taken from next().
+    template <class Next>
+    bool parse(const std::string& flag, Next&& next) {
+        const bool is_k = flag == "-ctk" || flag == "--cache-type-k";
+        if (!is_k && flag != "-ctv" && flag != "--cache-type-v") return false;
+        const std::string t = next();
+        if (t != "f32" && t != "f16") fail("cache type '" + t + "' is not supported (f32 or f16)");
+        (is_k ? k : v) = t;
+        return true;
+    }
+    const std::string& type() const { return k != "f32" ? k : v; }
+};
+
 }  // namespace examples

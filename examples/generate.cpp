@@ -31,7 +31,7 @@ struct Options {
     int n_ctx = 0;
     int n_batch = 512;
     bool use_mmap = true;
-    std::string cache_k = "f32", cache_v = "f32";
+    CacheTypeArgs cache;
     bool random_seed = false;
     minigpt::SamplerParams sampling;
 };
@@ -130,20 +130,11 @@ Options parse_args(int argc, char** argv) {
             o.sampling.repeat_last_n = parse_int(a, value(), -1, INT_MAX);
         } else if (a == "--no-mmap") {
             o.use_mmap = false;
-        } else if (a == "-ctk" || a == "--cache-type-k" || a == "-ctv" || a == "--cache-type-v") {
-            const std::string t = value();
-            if (t != "f32" && t != "f16") fail("cache type '" + t + "' is not supported (f32 or f16)");
-            (a == "-ctk" || a == "--cache-type-k" ? o.cache_k : o.cache_v) = t;
-        } else {
+        } else if (!o.cache.parse(a, value)) {
             fail("unknown argument '" + a + "' (see --help)");
         }
     }
     if (o.model.empty()) fail("no model given: use -m FILE");
-    if (o.cache_k != o.cache_v) {
-        // One option sets both when only one is given.
-        if (o.cache_k == "f32") o.cache_k = o.cache_v;
-        else if (o.cache_v == "f32") o.cache_v = o.cache_k;
-    }
     return o;
 }
 
@@ -180,7 +171,7 @@ int main(int argc, char** argv) {
         if (need > train) cp.n_ctx = static_cast<int>(std::min<long long>(need, 1 << 20));
     }
     cp.n_batch = opt.n_batch;
-    cp.kv_f16 = opt.cache_k == "f16";
+    cp.kv_f16 = opt.cache.type() == "f16";
     cp.n_threads = opt.n_threads;
     std::unique_ptr<minigpt::Context> ctx;
     st = minigpt::Context::create(model, cp, ctx);
