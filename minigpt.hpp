@@ -9616,8 +9616,8 @@ struct Context::Impl {
     void attention(int layer, int m, int n_past);
     // The attention of several tokens widens an F16 cache kWideRows keys or
     // values at a time. Each of its tasks has this many floats of scratch: a
-    // block of scores and 2 heads' worth of slack (without it, with tasks
-    // 256 floats apart, smollm2-135m pp512 was 3-5% slower), then those rows.
+    // block of scores and 2 x head_dim floats of slack (without it, with tasks
+    // 256 floats apart, smollm2-135m pp512 was 2-5% slower), then those rows.
     static constexpr int kWideRows = 32;
     size_t attend_stride() const {
         const size_t D = static_cast<size_t>(hp.head_dim);
