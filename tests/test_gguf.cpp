@@ -619,6 +619,75 @@ TEST_CASE("gguf reader: open errors") {
     std::remove(empty.c_str());
 }
 
+#if defined(__linux__) && defined(MADV_HUGEPAGE) && defined(POSIX_FADV_DONTNEED)
+// A file written in pieces smaller than 2 MiB is cached in small pages, and a
+// mapping of it stays in them. 9 MiB files: four whole 2 MiB parts and a tail.
+namespace {
+constexpr size_t kPagesFile = size_t(9) << 20;
+uint8_t page_test_byte(size_t i) { return static_cast<uint8_t>((i * 2654435761u) >> 13); }
+std::string write_in_pieces(const char* name) {
+    const std::string path = (std::filesystem::temp_directory_path() / name).string();
+    int fd = ::open(path.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+    REQUIRE_MESSAGE(fd >= 0, path);
+    std::vector<uint8_t> piece(size_t(64) << 10);
+    size_t written = 0;
+    for (size_t at = 0; at < kPagesFile; at += piece.size()) {
+        for (size_t i = 0; i < piece.size(); ++i) piece[i] = page_test_byte(at + i);
+        if (::write(fd, piece.data(), piece.size()) == static_cast<ssize_t>(piece.size())) written += piece.size();
+    }
+    REQUIRE(written == kPagesFile);
+    REQUIRE(::fdatasync(fd) == 0);
+    ::close(fd);
+    return path;
+}
+// KiB of the file that a fresh mapping maps in 2 MiB pages once every byte is read.
+long long huge_kib_after_reading(const std::string& path, bool reread) {
+    const long long before = detail::file_pmd_kib();
+    detail::FileBytes fb;
+    Status st = fb.open(path, true, reread);
+    REQUIRE_MESSAGE(st.ok(), st.to_string());
+    REQUIRE(fb.size() == kPagesFile);
+    size_t wrong = 0;
+    for (size_t i = 0; i < fb.size(); ++i) wrong += fb.data()[i] != page_test_byte(i);
+    CHECK(wrong == 0);
+    return detail::file_pmd_kib() - before;
+}
+}  // namespace
+
+TEST_CASE("file mapping: a file cached in 4 KiB pages is read anew in 2 MiB pages") {
+    REQUIRE(detail::file_pmd_kib() >= 0);
+    // Whether this kernel caches such a file in 2 MiB pages when it reads it
+    // anew (a file dropped from the cache, then mapped and read).
+    const std::string probe = write_in_pieces("minigpt_test_pages_probe.bin");
+    {
+        int fd = ::open(probe.c_str(), O_RDONLY | O_CLOEXEC);
+        REQUIRE(fd >= 0);
+        CHECK(::posix_fadvise(fd, 0, 0, POSIX_FADV_DONTNEED) == 0);
+        ::close(fd);
+    }
+    const bool kernel_can = huge_kib_after_reading(probe, false) >= 4 * 2048;
+    std::remove(probe.c_str());
+    INFO("this kernel caches a file read anew in 2 MiB pages: " << kernel_can);
+
+    const std::string kept = write_in_pieces("minigpt_test_pages_kept.bin");
+    const long long kept_kib = huge_kib_after_reading(kept, false);
+    std::remove(kept.c_str());
+    const std::string reread = write_in_pieces("minigpt_test_pages_reread.bin");
+    const long long reread_kib = huge_kib_after_reading(reread, true);
+    std::remove(reread.c_str());
+    INFO("mapped as cached: " << kept_kib << " KiB in 2 MiB pages; with reread: " << reread_kib);
+    if (kernel_can) {
+        // The four whole parts; without reread they stay in small pages where
+        // the writes left them so (on kernels that cache writes in 2 MiB pages
+        // the two are the same).
+        CHECK(reread_kib >= 4 * 2048);
+        CHECK(reread_kib >= kept_kib);
+    } else {
+        CHECK(reread_kib == 0);
+    }
+}
+#endif
+
 // ---------------------------------------------------------------------------
 // Malformed files
 // ---------------------------------------------------------------------------

@@ -83,6 +83,12 @@ struct FileIO {
 
 struct ModelParams {
     bool use_mmap = true;      // map the file; false reads it into memory
+    // Linux, mapped: a file that the page cache holds in 4 KiB pages (one just
+    // written in smaller pieces: downloaded, copied) is dropped from the cache
+    // and read anew in 2 MiB pages, where the kernel can cache it so; streaming
+    // the weights through 4 KiB pages walks the page tables at every page.
+    // false: the file is mapped in the pages the cache holds it in.
+    bool reread_small_pages = true;
     bool vocab_only = false;   // load the tokenizer only (tensors are not required)
     const FileIO* file_io = nullptr;  // optional host file access (see FileIO)
     // A byte-level BPE vocabulary names its pre-tokenizer in tokenizer.ggml.pre.

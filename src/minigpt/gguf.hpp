@@ -556,7 +556,8 @@ public:
     FileBytes& operator=(const FileBytes&) = delete;
     ~FileBytes() { close(); }
 
-    Status open(const std::string& path, bool use_mmap);
+    // reread: see map_model_file (POSIX mappings only).
+    Status open(const std::string& path, bool use_mmap, bool reread = true);
     // Reads the whole file through the host's FileIO hooks.
     Status open_with(const std::string& path, const FileIO& io) {
         close();
@@ -615,7 +616,7 @@ inline void FileBytes::close() {
 }
 
 #if defined(MINIGPT_WINDOWS)
-inline Status FileBytes::open(const std::string& path, bool use_mmap) {
+inline Status FileBytes::open(const std::string& path, bool use_mmap, bool) {
     close();
     int wlen = MultiByteToWideChar(CP_UTF8, 0, path.c_str(), -1, nullptr, 0);
     if (wlen <= 0) return error(StatusCode::io_error, "%s: invalid file name", path.c_str());
@@ -669,7 +670,67 @@ inline Status FileBytes::open(const std::string& path, bool use_mmap) {
     return Status();
 }
 #else
-inline Status FileBytes::open(const std::string& path, bool use_mmap) {
+#if defined(__linux__) && defined(MADV_HUGEPAGE) && defined(POSIX_FADV_DONTNEED)
+// This process's file bytes mapped in 2 MiB pages (FilePmdMapped in
+// /proc/self/smaps_rollup), in KiB; -1 when unknown.
+inline long long file_pmd_kib() {
+    FILE* f = std::fopen("/proc/self/smaps_rollup", "re");
+    if (!f) return -1;
+    char line[256];
+    long long kib = -1;
+    while (std::fgets(line, sizeof line, f))
+        if (std::strncmp(line, "FilePmdMapped:", 14) == 0) {
+            kib = std::strtoll(line + 14, nullptr, 10);
+            break;
+        }
+    std::fclose(f);
+    return kib;
+}
+
+// Touches the file page at p (a 2 MiB boundary of a file mapping not yet
+// touched there) and tells whether the kernel mapped those 2 MiB as one page.
+inline bool touch_maps_huge(const uint8_t* p) {
+    const long long before = file_pmd_kib();
+    if (before < 0) return false;
+    (void)*static_cast<const volatile uint8_t*>(p);
+    return file_pmd_kib() - before >= 2048;
+}
+#endif
+
+// Maps file fd (n bytes) for reading, in 2 MiB pages where it can
+// (map_huge_aligned). The kernel maps a file in 2 MiB pages only where its
+// page cache holds it in 2 MiB pages, and it caches a file written in smaller
+// pieces (downloaded, copied, just quantized) in small ones until the cache
+// lets it go: streaming such weights walks the page tables at every 4 KiB.
+// With reread (Linux, files of 4 MiB or more): a 2 MiB part of the file is
+// touched; if it maps in small pages, that part is dropped from the page cache
+// and touched again, and if it then maps as one page, the whole file is
+// dropped (posix_fadvise DONTNEED: the pages no process maps, once written to
+// disk) and is read anew, in 2 MiB pages, as the weights are first used. Where
+// the kernel or the file system cannot cache the file so, only that part was
+// read again.
+inline void* map_model_file(size_t n, int fd, bool reread) {
+    void* p = map_huge_aligned(n, fd);
+#if defined(__linux__) && defined(MADV_HUGEPAGE) && defined(POSIX_FADV_DONTNEED)
+    const size_t huge = size_t(2) << 20;
+    if (!reread || p == MAP_FAILED || n < 2 * huge || (reinterpret_cast<uintptr_t>(p) & (huge - 1)) != 0) return p;
+    // The last whole 2 MiB part: reading it, the kernel reads ahead to the end
+    // of the file, not into a part that the whole file's drop would then miss
+    // while that read is under way.
+    const size_t at = (n / huge - 1) * huge;
+    if (touch_maps_huge(static_cast<const uint8_t*>(p) + at)) return p;
+    munmap(p, n);  // (so that our small page of that part does not keep it cached)
+    (void)fdatasync(fd);  // (pages not yet written to disk are not dropped)
+    (void)posix_fadvise(fd, static_cast<off_t>(at), static_cast<off_t>(huge), POSIX_FADV_DONTNEED);
+    p = map_huge_aligned(n, fd);
+    if (p != MAP_FAILED && touch_maps_huge(static_cast<const uint8_t*>(p) + at)) (void)posix_fadvise(fd, 0, 0, POSIX_FADV_DONTNEED);
+#else
+    (void)reread;
+#endif
+    return p;
+}
+
+inline Status FileBytes::open(const std::string& path, bool use_mmap, bool reread) {
     close();
     int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
     if (fd < 0) return error(StatusCode::io_error, "%s: cannot open file: %s", path.c_str(), std::strerror(errno));
@@ -684,7 +745,7 @@ inline Status FileBytes::open(const std::string& path, bool use_mmap) {
         return error(StatusCode::bad_format, "%s: the file is empty", path.c_str());
     }
     if (use_mmap) {
-        void* p = map_huge_aligned(n, fd);
+        void* p = map_model_file(n, fd, reread);
         ::close(fd);
         if (p == MAP_FAILED) return error(StatusCode::io_error, "%s: mmap failed: %s", path.c_str(), std::strerror(errno));
         data_ = static_cast<const uint8_t*>(p);

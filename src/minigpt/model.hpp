@@ -326,7 +326,7 @@ Status Model::load(const std::string& path, const ModelParams& params, std::shar
     return detail::guard("Model::load", [&]() -> Status {
         std::shared_ptr<Model> m(new Model());
         Status st = params.file_io ? m->impl_->bytes.open_with(path, *params.file_io)
-                                   : m->impl_->bytes.open(path, params.use_mmap);
+                                   : m->impl_->bytes.open(path, params.use_mmap, params.reread_small_pages);
         if (!st.ok()) return st;
         st = m->impl_->load(params);
         if (!st.ok()) return Status(st.code(), path + ": " + st.message());
