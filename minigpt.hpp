@@ -1621,8 +1621,9 @@ inline bool touch_maps_huge(const uint8_t* p) {
 // dropped (posix_fadvise DONTNEED: the pages no process maps, once written to
 // disk) and is read anew, in 2 MiB pages, as the weights are first used. Where
 // the kernel or the file system cannot cache the file so, only that part was
-// read again.
-inline void* map_model_file(size_t n, int fd, bool reread) {
+// read again. *dropped tells whether the whole file was.
+inline void* map_model_file(size_t n, int fd, bool reread, bool* dropped) {
+    *dropped = false;
     void* p = map_huge_aligned(n, fd);
 #if defined(__linux__) && defined(MADV_HUGEPAGE) && defined(POSIX_FADV_DONTNEED)
     const size_t huge = size_t(2) << 20;
@@ -1636,7 +1637,8 @@ inline void* map_model_file(size_t n, int fd, bool reread) {
     (void)fdatasync(fd);  // (pages not yet written to disk are not dropped)
     (void)posix_fadvise(fd, static_cast<off_t>(at), static_cast<off_t>(huge), POSIX_FADV_DONTNEED);
     p = map_huge_aligned(n, fd);
-    if (p != MAP_FAILED && touch_maps_huge(static_cast<const uint8_t*>(p) + at)) (void)posix_fadvise(fd, 0, 0, POSIX_FADV_DONTNEED);
+    if (p != MAP_FAILED && touch_maps_huge(static_cast<const uint8_t*>(p) + at))
+        *dropped = posix_fadvise(fd, 0, 0, POSIX_FADV_DONTNEED) == 0;
 #else
     (void)reread;
 #endif
@@ -1658,9 +1660,11 @@ inline Status FileBytes::open(const std::string& path, bool use_mmap, bool rerea
         return error(StatusCode::bad_format, "%s: the file is empty", path.c_str());
     }
     if (use_mmap) {
-        void* p = map_model_file(n, fd, reread);
+        bool dropped = false;
+        void* p = map_model_file(n, fd, reread, &dropped);
         ::close(fd);
         if (p == MAP_FAILED) return error(StatusCode::io_error, "%s: mmap failed: %s", path.c_str(), std::strerror(errno));
+        if (dropped) log_msg(LogLevel::info, "%s: was cached in 4 KiB pages; read anew in 2 MiB pages", path.c_str());
         data_ = static_cast<const uint8_t*>(p);
         size_ = n;
         mapped_ = true;
