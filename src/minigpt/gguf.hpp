@@ -699,33 +699,46 @@ inline bool touch_maps_huge(const uint8_t* p) {
 
 // Maps file fd (n bytes) for reading, in 2 MiB pages where it can
 // (map_huge_aligned). The kernel maps a file in 2 MiB pages only where its
-// page cache holds it in 2 MiB pages, and it caches a file written in smaller
-// pieces (downloaded, copied, just quantized) in small ones until the cache
-// lets it go: streaming such weights walks the page tables at every 4 KiB.
-// With reread (Linux, files of 4 MiB or more): a 2 MiB part of the file is
-// touched; if it maps in small pages, that part is dropped from the page cache
-// and touched again, and if it then maps as one page, the whole file is
-// dropped (posix_fadvise DONTNEED: the pages no process maps, once written to
-// disk) and is read anew, in 2 MiB pages, as the weights are first used. Where
-// the kernel or the file system cannot cache the file so, only that part was
-// read again. *dropped tells whether the whole file was.
+// page cache holds it in 2 MiB pages, and it caches what was written in pieces
+// smaller than that (a file copied, downloaded, or written tensor by tensor)
+// in small ones until the cache lets it go: streaming such weights walks the
+// page tables at every 4 KiB. With reread (Linux, files of 4 MiB or more): up
+// to 8 whole 2 MiB parts of the file, spread over it, are touched. If one maps
+// in small pages, that part is dropped from the page cache and touched again,
+// and if it then maps as one page, the whole file is dropped (posix_fadvise
+// DONTNEED: the pages no process maps, once written to disk) and is read anew,
+// in 2 MiB pages, as the weights are first used; *dropped tells. Where the
+// kernel or the file system cannot cache the file so, only that part was read
+// again. The parts are touched with read-ahead off (MADV_RANDOM: the kernel
+// reads just the part touched), so that no part being read ahead can escape
+// the drop, and so is the last whole part once the file is dropped: a fault
+// there reads ahead past the end of the file, and the kernel then reads that
+// part in small pages.
 inline void* map_model_file(size_t n, int fd, bool reread, bool* dropped) {
     *dropped = false;
     void* p = map_huge_aligned(n, fd);
 #if defined(__linux__) && defined(MADV_HUGEPAGE) && defined(POSIX_FADV_DONTNEED)
     const size_t huge = size_t(2) << 20;
     if (!reread || p == MAP_FAILED || n < 2 * huge || (reinterpret_cast<uintptr_t>(p) & (huge - 1)) != 0) return p;
-    // The last whole 2 MiB part: reading it, the kernel reads ahead to the end
-    // of the file, not into a part that the whole file's drop would then miss
-    // while that read is under way.
-    const size_t at = (n / huge - 1) * huge;
-    if (touch_maps_huge(static_cast<const uint8_t*>(p) + at)) return p;
-    munmap(p, n);  // (so that our small page of that part does not keep it cached)
+    const size_t parts = n / huge, samples = std::min<size_t>(8, parts);
+    auto touch = [&](size_t at) {
+        (void)madvise(p, n, MADV_RANDOM);
+        const bool one_page = touch_maps_huge(static_cast<const uint8_t*>(p) + at);
+        (void)madvise(p, n, MADV_NORMAL);
+        return one_page;
+    };
+    size_t small = n;  // (none)
+    for (size_t i = 0; i < samples && small == n; ++i) {
+        const size_t at = (parts - 1 - i * parts / samples) * huge;  // (the last part first)
+        if (!touch(at)) small = at;
+    }
+    if (small == n) return p;
+    munmap(p, n);  // (so that our small pages of that part do not keep it cached)
     (void)fdatasync(fd);  // (pages not yet written to disk are not dropped)
-    (void)posix_fadvise(fd, static_cast<off_t>(at), static_cast<off_t>(huge), POSIX_FADV_DONTNEED);
+    (void)posix_fadvise(fd, static_cast<off_t>(small), static_cast<off_t>(huge), POSIX_FADV_DONTNEED);
     p = map_huge_aligned(n, fd);
-    if (p != MAP_FAILED && touch_maps_huge(static_cast<const uint8_t*>(p) + at))
-        *dropped = posix_fadvise(fd, 0, 0, POSIX_FADV_DONTNEED) == 0;
+    if (p != MAP_FAILED && touch(small)) *dropped = posix_fadvise(fd, 0, 0, POSIX_FADV_DONTNEED) == 0;
+    if (*dropped && small != (parts - 1) * huge) (void)touch((parts - 1) * huge);
 #else
     (void)reread;
 #endif
