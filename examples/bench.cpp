@@ -22,7 +22,10 @@
 // bandwidth_fraction to llama-bench's fields). -mmp 0 reads the weights into
 // memory instead of mapping the file. -ctk f16 (or -ctv) stores the KV cache
 // in F16 (llama-bench's type_k / type_v; its default is f16, ours f32). The
-// KV cache and scratch sizes are printed at load.
+// KV cache and scratch sizes are printed at load. On Linux, after a mapped
+// model's tests, the bench prints how much of the mapping is in 2 MiB pages
+// (streaming weights through 4 KiB pages walks the page tables at every page;
+// see the loader's reread_small_pages).
 //
 //   minigpt-bench --make-model SHAPE --type TYPE -o OUT.gguf [--seed N] [--mix] [-t N]
 //
@@ -51,6 +54,8 @@
 #endif
 #if defined(__linux__)
 #include <sys/mman.h>
+#include <climits>
+#include <cstdlib>
 #endif
 
 namespace {
@@ -87,6 +92,35 @@ void run_threads(int n, const Fn& fn) {
     fn(0);
     for (std::thread& t : pool) t.join();
 }
+
+#if defined(__linux__)
+// KiB of this process's mappings of file `path` that are resident, and of them
+// mapped in 2 MiB pages (Rss and FilePmdMapped in /proc/self/smaps); false
+// when that cannot be read.
+bool mapped_pages(const std::string& path, double& resident_kib, double& huge_kib) {
+    char real[PATH_MAX];
+    if (!realpath(path.c_str(), real)) return false;
+    std::FILE* f = std::fopen("/proc/self/smaps", "r");
+    if (!f) return false;
+    const std::string tail = std::string(" ") + real + "\n";
+    resident_kib = huge_kib = 0;
+    char line[4096];
+    bool in = false;
+    while (std::fgets(line, sizeof line, f)) {
+        unsigned long a = 0, b = 0;
+        const std::string l = line;
+        if (std::sscanf(line, "%lx-%lx ", &a, &b) == 2) {  // a mapping's first line: addresses ... path
+            in = l.size() >= tail.size() && l.compare(l.size() - tail.size(), tail.size(), tail) == 0;
+        } else if (in && l.compare(0, 4, "Rss:") == 0) {
+            resident_kib += std::strtod(line + 4, nullptr);
+        } else if (in && l.compare(0, 14, "FilePmdMapped:") == 0) {
+            huge_kib += std::strtod(line + 14, nullptr);
+        }
+    }
+    std::fclose(f);
+    return true;
+}
+#endif
 
 // ---------------------------------------------------------------------------
 // Memory read bandwidth
@@ -736,6 +770,12 @@ int main(int argc, char** argv) {
                 results.push_back(res);
             }
         }
+#if defined(__linux__)
+        double resident = 0, huge = 0;
+        if (use_mmap && mapped_pages(path, resident, huge))
+            std::fprintf(stderr, "%s: %s: %.2f of the %.2f MiB of the file in memory are mapped in 2 MiB pages\n", prog_name(),
+                         path.c_str(), huge / 1024, resident / 1024);
+#endif
     }
 
     if (output == "md") {

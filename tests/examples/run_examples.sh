@@ -61,6 +61,10 @@ bench)
     echo "$out" | grep -Eq '\| pp16 \| [0-9.]+ ± [0-9.]+ \|'
     echo "$out" | grep -Eq '\| tg4 \| [0-9.]+ ± [0-9.]+ \|'
     echo "$out" | grep -q 'memory read bandwidth'
+    # Linux: how much of the mapped file is in 2 MiB pages, after the tests.
+    if [ "$(uname -s)" = Linux ]; then
+        echo "$out" | grep -Eq 'minigpt-bench-test.*: [0-9.]+ of the [0-9.]+ MiB of the file in memory are mapped in 2 MiB pages'
+    fi
     # tg rows: a share of the bandwidth measured before each repetition (a percentage above 0).
     echo "$out" | grep -Eq '\| tg4 \| .* \| [0-9.]+ MiB \| [0-9]+\.[0-9]% of [0-9.]+ GB/s \|'
     if echo "$out" | grep -Eq '\| tg4 \| .* \| 0\.0% of'; then echo "tg4 used no bandwidth" >&2; exit 1; fi
