@@ -670,7 +670,7 @@ TEST_CASE("file mapping: a file cached in 4 KiB pages is read anew in 2 MiB page
         CHECK(::posix_fadvise(fd, 0, 0, POSIX_FADV_DONTNEED) == 0);
         ::close(fd);
     }
-    const bool kernel_can = huge_kib_after_reading(probe, false) >= 4 * 2048;
+    const bool kernel_can = huge_kib_after_reading(probe, false) > 0;
     std::remove(probe.c_str());
     INFO("this kernel caches a file read anew in 2 MiB pages: " << kernel_can);
 
