@@ -556,8 +556,10 @@ public:
     FileBytes& operator=(const FileBytes&) = delete;
     ~FileBytes() { close(); }
 
-    // reread: see map_model_file (POSIX mappings only).
-    Status open(const std::string& path, bool use_mmap, bool reread = true);
+    // reread: see map_model_file (POSIX mappings only). Model::load passes
+    // ModelParams::reread_small_pages; a caller that reads the file once (its
+    // header, or every tensor once) gains nothing from it.
+    Status open(const std::string& path, bool use_mmap, bool reread = false);
     // Reads the whole file through the host's FileIO hooks.
     Status open_with(const std::string& path, const FileIO& io) {
         close();
