@@ -1614,46 +1614,55 @@ inline bool touch_maps_huge(const uint8_t* p) {
 
 // Maps file fd (n bytes) for reading, in 2 MiB pages where it can
 // (map_huge_aligned). The kernel maps a file in 2 MiB pages only where its
-// page cache holds it in 2 MiB pages, and it caches what was written in pieces
-// smaller than that (a file copied, downloaded, or written tensor by tensor)
-// in small ones until the cache lets it go: streaming such weights walks the
-// page tables at every 4 KiB. With reread (Linux, files of 4 MiB or more): up
-// to 8 whole 2 MiB parts of the file, spread over it, are touched. If one maps
-// in small pages, that part is dropped from the page cache and touched again,
-// and if it then maps as one page, the whole file is dropped (posix_fadvise
-// DONTNEED: the pages no process maps, once written to disk) and is read anew,
-// in 2 MiB pages, as the weights are first used; *dropped tells. Where the
-// kernel or the file system cannot cache the file so, only that part was read
-// again. The parts are touched with read-ahead off (MADV_RANDOM: the kernel
-// reads just the part touched), so that no part being read ahead can escape
-// the drop, and so is the last whole part once the file is dropped: a fault
-// there reads ahead past the end of the file, and the kernel then reads that
-// part in small pages.
+// page cache holds it in 2 MiB pages, which depends on how the file was read:
+// - A fault in a mapping marked MADV_HUGEPAGE reads 2 MiB at a time, but the
+//   read-ahead that such a fault sets off reads the next parts in smaller
+//   pages: a cold smollm2-135m Q8_0 file came back with 6 of its 68 parts in
+//   small pages, llama-3.2-1b Q4_K with the 4 after its first 2 (the header
+//   and vocabulary, read front to back). So read-ahead is switched off for the
+//   whole mapping (MADV_RANDOM), once a part of the file has been seen mapped
+//   as one page: every fault then reads its 2 MiB part, in one page.
+//   (Where the kernel cannot cache the file so, read-ahead stays on: a fault
+//   might read a single 4 KiB page otherwise.)
+// - A file written in pieces smaller than 2 MiB (copied, downloaded, or written
+//   tensor by tensor) stays cached in small pages until the cache lets it go,
+//   and streaming such weights walks the page tables at every 4 KiB. With
+//   reread (Linux, files of 4 MiB or more), up to 8 whole parts of the file,
+//   spread over it, are touched. If one maps in small pages, that part is
+//   dropped from the page cache and touched again, and if it then maps as one
+//   page, the whole file is dropped (posix_fadvise DONTNEED: the pages no
+//   process maps, once written to disk) and is read anew, in 2 MiB pages, as
+//   the weights are first used; *dropped tells. Where the kernel or the file
+//   system cannot cache the file so, only that part was read again.
+// Without reread, the last whole part alone is touched, to see whether the
+// kernel caches this file in 2 MiB pages.
 inline void* map_model_file(size_t n, int fd, bool reread, bool* dropped) {
     *dropped = false;
     void* p = map_huge_aligned(n, fd);
 #if defined(__linux__) && defined(MADV_HUGEPAGE) && defined(POSIX_FADV_DONTNEED)
     const size_t huge = size_t(2) << 20;
-    if (!reread || p == MAP_FAILED || n < 2 * huge || (reinterpret_cast<uintptr_t>(p) & (huge - 1)) != 0) return p;
-    const size_t parts = n / huge, samples = std::min<size_t>(8, parts);
+    if (p == MAP_FAILED || n < 2 * huge || (reinterpret_cast<uintptr_t>(p) & (huge - 1)) != 0) return p;
+    // (touched with read-ahead off: no part being read ahead escapes a drop)
     auto touch = [&](size_t at) {
-        (void)madvise(p, n, MADV_RANDOM);
-        const bool one_page = touch_maps_huge(static_cast<const uint8_t*>(p) + at);
-        (void)madvise(p, n, MADV_NORMAL);
-        return one_page;
+        return madvise(p, n, MADV_RANDOM) == 0 && touch_maps_huge(static_cast<const uint8_t*>(p) + at);
     };
+    const size_t parts = n / huge, samples = reread ? std::min<size_t>(8, parts) : 1;
     size_t small = n;  // (none)
+    bool one_page = false;  // some part mapped as one page
     for (size_t i = 0; i < samples && small == n; ++i) {
         const size_t at = (parts - 1 - i * parts / samples) * huge;  // (the last part first)
-        if (!touch(at)) small = at;
+        if (touch(at)) one_page = true;
+        else small = at;
     }
-    if (small == n) return p;
-    munmap(p, n);  // (so that our small pages of that part do not keep it cached)
-    (void)fdatasync(fd);  // (pages not yet written to disk are not dropped)
-    (void)posix_fadvise(fd, static_cast<off_t>(small), static_cast<off_t>(huge), POSIX_FADV_DONTNEED);
-    p = map_huge_aligned(n, fd);
-    if (p != MAP_FAILED && touch(small)) *dropped = posix_fadvise(fd, 0, 0, POSIX_FADV_DONTNEED) == 0;
-    if (*dropped && small != (parts - 1) * huge) (void)touch((parts - 1) * huge);
+    if (reread && small != n) {
+        munmap(p, n);  // (so that our small pages of that part do not keep it cached)
+        (void)fdatasync(fd);  // (pages not yet written to disk are not dropped)
+        (void)posix_fadvise(fd, static_cast<off_t>(small), static_cast<off_t>(huge), POSIX_FADV_DONTNEED);
+        p = map_huge_aligned(n, fd);
+        one_page = p != MAP_FAILED && touch(small);
+        if (one_page) *dropped = posix_fadvise(fd, 0, 0, POSIX_FADV_DONTNEED) == 0;
+    }
+    if (p != MAP_FAILED && !one_page) (void)madvise(p, n, MADV_NORMAL);
 #else
     (void)reread;
 #endif

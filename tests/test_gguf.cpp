@@ -627,31 +627,37 @@ TEST_CASE("gguf reader: open errors") {
 namespace {
 constexpr size_t kPagesFile = size_t(9) << 20;
 uint8_t page_test_byte(size_t i) { return static_cast<uint8_t>((i * 2654435761u) >> 13); }
-std::string write_in_pieces(const char* name, bool last_whole = false) {
+std::string write_in_pieces(const char* name, bool last_whole = false, size_t size = kPagesFile) {
     const std::string path = (std::filesystem::temp_directory_path() / name).string();
     int fd = ::open(path.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
     REQUIRE_MESSAGE(fd >= 0, path);
     std::vector<uint8_t> piece(size_t(64) << 10);
     size_t written = 0;
     std::vector<uint8_t> part(size_t(2) << 20);
-    for (size_t at = 0; at < kPagesFile;) {
+    for (size_t at = 0; at < size;) {
         std::vector<uint8_t>& b = last_whole && at == (size_t(6) << 20) ? part : piece;
         for (size_t i = 0; i < b.size(); ++i) b[i] = page_test_byte(at + i);
         if (::write(fd, b.data(), b.size()) == static_cast<ssize_t>(b.size())) written += b.size();
         at += b.size();
     }
-    REQUIRE(written == kPagesFile);
+    REQUIRE(written == size);
     REQUIRE(::fdatasync(fd) == 0);
     ::close(fd);
     return path;
 }
+void drop_from_cache(const std::string& path) {
+    int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
+    REQUIRE(fd >= 0);
+    CHECK(::posix_fadvise(fd, 0, 0, POSIX_FADV_DONTNEED) == 0);
+    ::close(fd);
+}
 // KiB of the file that a fresh mapping maps in 2 MiB pages once every byte is read.
-long long huge_kib_after_reading(const std::string& path, bool reread) {
+long long huge_kib_after_reading(const std::string& path, bool reread, size_t size = kPagesFile) {
     const long long before = detail::file_pmd_kib();
     detail::FileBytes fb;
     Status st = fb.open(path, true, reread);
     REQUIRE_MESSAGE(st.ok(), st.to_string());
-    REQUIRE(fb.size() == kPagesFile);
+    REQUIRE(fb.size() == size);
     size_t wrong = 0;
     for (size_t i = 0; i < fb.size(); ++i) wrong += fb.data()[i] != page_test_byte(i);
     CHECK(wrong == 0);
@@ -659,17 +665,12 @@ long long huge_kib_after_reading(const std::string& path, bool reread) {
 }
 }  // namespace
 
-TEST_CASE("file mapping: a file cached in 4 KiB pages is read anew in 2 MiB pages") {
+TEST_CASE("file mapping: model files come into 2 MiB pages (cached in 4 KiB pages, or read from the disk)") {
     REQUIRE(detail::file_pmd_kib() >= 0);
     // Whether this kernel caches such a file in 2 MiB pages when it reads it
     // anew (a file dropped from the cache, then mapped and read).
     const std::string probe = write_in_pieces("minigpt_test_pages_probe.bin");
-    {
-        int fd = ::open(probe.c_str(), O_RDONLY | O_CLOEXEC);
-        REQUIRE(fd >= 0);
-        CHECK(::posix_fadvise(fd, 0, 0, POSIX_FADV_DONTNEED) == 0);
-        ::close(fd);
-    }
+    drop_from_cache(probe);
     const bool kernel_can = huge_kib_after_reading(probe, false) > 0;
     std::remove(probe.c_str());
     INFO("this kernel caches a file read anew in 2 MiB pages: " << kernel_can);
@@ -697,6 +698,19 @@ TEST_CASE("file mapping: a file cached in 4 KiB pages is read anew in 2 MiB page
         CHECK(reread_kib == 0);
         CHECK(mixed_kib == 0);
     }
+
+    // A file not in the cache, with more whole parts (20) than the loader
+    // looks at (8): those it touches are read in one page each, and read-ahead
+    // from a part next to one already cached reads the rest of its window in
+    // small pages; read-ahead is off, so every whole part comes in one page.
+    const size_t cold_size = size_t(41) << 20;
+    const std::string cold = write_in_pieces("minigpt_test_pages_cold.bin", false, cold_size);
+    drop_from_cache(cold);
+    const long long cold_kib = huge_kib_after_reading(cold, true, cold_size);
+    std::remove(cold.c_str());
+    INFO("a file read from the disk: " << cold_kib << " KiB in 2 MiB pages");
+    if (kernel_can) CHECK(cold_kib >= 20 * 2048);
+    else CHECK(cold_kib == 0);
 }
 #endif
 
