@@ -1615,13 +1615,14 @@ inline bool touch_maps_huge(const uint8_t* p) {
 // Maps file fd (n bytes) for reading, in 2 MiB pages where it can
 // (map_huge_aligned). The kernel maps a file in 2 MiB pages only where its
 // page cache holds it in 2 MiB pages, which depends on how the file was read:
-// - A fault in a mapping marked MADV_HUGEPAGE reads 2 MiB at a time, but the
-//   read-ahead that such a fault sets off reads the next parts in smaller
-//   pages: a cold smollm2-135m Q8_0 file came back with 6 of its 68 parts in
-//   small pages, llama-3.2-1b Q4_K with the 4 after its first 2 (the header
-//   and vocabulary, read front to back). So read-ahead is switched off for the
-//   whole mapping (MADV_RANDOM), once a part of the file has been seen mapped
-//   as one page: every fault then reads its 2 MiB part, in one page.
+// - A fault in a mapping marked MADV_HUGEPAGE reads 2 MiB at a time, but a
+//   read-ahead window that runs into a part already cached (one the loader
+//   touched) reads the rest of the window in smaller pages: a cold
+//   smollm2-135m Q8_0 file came back with 6 of its 68 parts in small pages,
+//   each right after a touched one, and llama-3.2-1b Q4_K with 6 of its 332.
+//   So read-ahead is switched off for the whole mapping (MADV_RANDOM), and
+//   stays off once a part of the file has been seen mapped as one page: every
+//   fault then reads its 2 MiB part, in one page.
 //   (Where the kernel cannot cache the file so, read-ahead stays on: a fault
 //   might read a single 4 KiB page otherwise.)
 // - A file written in pieces smaller than 2 MiB (copied, downloaded, or written
@@ -1642,10 +1643,9 @@ inline void* map_model_file(size_t n, int fd, bool reread, bool* dropped) {
 #if defined(__linux__) && defined(MADV_HUGEPAGE) && defined(POSIX_FADV_DONTNEED)
     const size_t huge = size_t(2) << 20;
     if (p == MAP_FAILED || n < 2 * huge || (reinterpret_cast<uintptr_t>(p) & (huge - 1)) != 0) return p;
-    // (touched with read-ahead off: no part being read ahead escapes a drop)
-    auto touch = [&](size_t at) {
-        return madvise(p, n, MADV_RANDOM) == 0 && touch_maps_huge(static_cast<const uint8_t*>(p) + at);
-    };
+    // (parts touched with read-ahead off: no part being read ahead escapes a drop)
+    (void)madvise(p, n, MADV_RANDOM);
+    auto touch = [&](size_t at) { return touch_maps_huge(static_cast<const uint8_t*>(p) + at); };
     const size_t parts = n / huge, samples = reread ? std::min<size_t>(8, parts) : 1;
     size_t small = n;  // (none)
     bool one_page = false;  // some part mapped as one page
@@ -1659,6 +1659,7 @@ inline void* map_model_file(size_t n, int fd, bool reread, bool* dropped) {
         (void)fdatasync(fd);  // (pages not yet written to disk are not dropped)
         (void)posix_fadvise(fd, static_cast<off_t>(small), static_cast<off_t>(huge), POSIX_FADV_DONTNEED);
         p = map_huge_aligned(n, fd);
+        if (p != MAP_FAILED) (void)madvise(p, n, MADV_RANDOM);
         one_page = p != MAP_FAILED && touch(small);
         if (one_page) *dropped = posix_fadvise(fd, 0, 0, POSIX_FADV_DONTNEED) == 0;
     }
